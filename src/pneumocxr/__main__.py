@@ -1,0 +1,5 @@
+import sys
+
+from pneumocxr.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line interface: parse → config → ONE library call → print."""

@@ -1,0 +1,49 @@
+"""``pneumocxr`` entry point. Every subcommand module exposes ``register(subparsers)``,
+which adds its parser and sets ``handler`` (a function ``args -> int``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pneumocxr import __version__
+from pneumocxr.cli import data_cmd, run_cmd
+from pneumocxr.errors import PneumoCXRError
+
+SUBCOMMAND_MODULES = (data_cmd, run_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pneumocxr",
+        description="Train, evaluate, explain and serve chest X-ray pneumonia classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"pneumocxr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in SUBCOMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except PneumoCXRError as exc:
+        # A user's mistake: one line naming the problem and the fix, never a traceback.
+        print(f"pneumocxr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pneumocxr: interrupted; finished work is kept, re-run to continue", file=sys.stderr)
+        return 130

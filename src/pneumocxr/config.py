@@ -1,0 +1,184 @@
+"""Typed configuration: frozen dataclasses, loaded from YAML and ``--set key=value`` overrides.
+
+Precedence is defaults < YAML < overrides. Unknown keys are rejected with a "did you mean"
+suggestion, because a misspelt key that is silently ignored produces a run that looks fine
+and is not the run the user asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from pneumocxr.errors import ConfigError
+
+T = TypeVar("T")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How pixels become a model input. Declared by the model, stored in the checkpoint,
+    consumed by the data transforms: the single meeting point of ``data`` and ``models``."""
+
+    image_size: int = 224  # side of the square model input, pixels
+    channels: int = 3  # 1 = grayscale input, 3 = grayscale repeated to RGB (ImageNet backbones)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel mean subtracted after scaling to [0, 1]
+    std: tuple[float, ...] = IMAGENET_STD  # per-channel std divided after subtracting the mean
+    resize_mode: str = "squash"  # "squash" = whole image to the square (the seed's Keras way); "letterbox" = pad
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ConfigError(f"preprocess.image_size={self.image_size} is too small; use at least 8")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"preprocess.channels={self.channels}; use 1 or 3")
+        if self.resize_mode not in ("squash", "letterbox"):
+            raise ConfigError(f"preprocess.resize_mode={self.resize_mode!r}; use 'squash' or 'letterbox'")
+        if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
+            raise ConfigError("preprocess.mean/std need one value or one per channel")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how the validation split is carved from train."""
+
+    root: str = "data/chest_xray"  # dataset folder, CSV manifest or MedMNIST .npz
+    val_fraction: float = 0.15  # share of training PATIENTS moved to validation
+    split_seed: int = 42  # seed of the patient-level split (same seed = same split)
+    cache_dir: str = ""  # preprocessed-image cache; empty = <output>/cache
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a clear ConfigError for a missing file or bad syntax."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass a path to a YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, returning a copy."""
+    result = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.lr=1e-4")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build a (nested) frozen dataclass from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {dotted!r}{hint}")
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a config dataclass (tuples become lists)."""
+    return _plain(dataclasses.asdict(obj))
+
+
+def dump_yaml(obj: Any, path: str | Path) -> None:
+    """Write the resolved config, so every run folder records exactly what ran."""
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}={value!r} has the wrong type; expected {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = args[0] if args else Any
+        return tuple(_coerce(inner, v, where) for v in value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r}: expected a list")
+        return [_coerce(args[0], v, where) for v in value]
+    if origin is dict or hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "1e-4" as a string
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}={value!r} has the wrong type; expected {getattr(hint, '__name__', hint)}")
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def _plain(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _plain(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_plain(v) for v in data]
+    return data
+
+
+__all__ = [
+    "DataConfig",
+    "Preprocess",
+    "apply_overrides",
+    "dump_yaml",
+    "from_dict",
+    "load_yaml",
+    "to_dict",
+]

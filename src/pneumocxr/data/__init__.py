@@ -1,0 +1,1 @@
+"""Dataset discovery, patient ids, patient-level splits, caching, checks and EDA."""

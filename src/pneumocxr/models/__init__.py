@@ -1,0 +1,1 @@
+"""Model registry: ``create_model(name, **kw)`` and the architectures it knows."""
