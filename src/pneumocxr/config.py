@@ -34,7 +34,7 @@ class Preprocess:
     channels: int = 3  # 1 = grayscale input, 3 = grayscale repeated to RGB (ImageNet backbones)
     mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel mean subtracted after scaling to [0, 1]
     std: tuple[float, ...] = IMAGENET_STD  # per-channel std divided after subtracting the mean
-    resize_mode: str = "squash"  # "squash" = whole image to the square (the seed's Keras way); "letterbox" = pad
+    resize_mode: str = "squash"  # "squash": whole image to the square (seed Keras way); "letterbox": pad
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
