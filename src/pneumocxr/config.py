@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,52 @@ class DataConfig:
     val_fraction: float = 0.15  # share of training PATIENTS moved to validation
     split_seed: int = 42  # seed of the patient-level split (same seed = same split)
     cache_dir: str = ""  # preprocessed-image cache; empty = <output>/cache
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which architecture to build and where its pretrained weights come from."""
+
+    name: str = "custom_cnn"  # a registered model name: `pneumocxr models list`
+    pretrained: bool = False  # start from ImageNet weights (transfer models); never silently random
+    weights: str = ""  # local weights file for offline use; empty = the library's download (needs internet)
+    dropout: float = 0.5  # dropout rate of the classifier head
+    image_size: int = 0  # square input side; 0 = the model's default
+    num_classes: int = 2  # 2 = one PNEUMONIA logit; 3 = normal/bacterial/viral
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe. Defaults are the reference (seed) recipe."""
+
+    lr: float = 1e-4  # Adam learning rate
+    weight_decay: float = 0.0  # Adam(W) weight decay; 0 = plain Adam as in the seed
+    batch_size: int = 32  # images per step (per device under DDP)
+    max_epochs: int = 30  # upper bound; early stopping usually ends sooner
+    early_stopping_patience: int = 10  # epochs without val_loss improvement before stopping
+    plateau_patience: int = 5  # epochs without val_loss improvement before the LR is reduced
+    plateau_factor: float = 0.5  # LR multiplier on plateau
+    class_balance: str = "loss"  # "loss" = class-weighted loss, "sampler" = weighted sampling, "none"
+    augment: str = "anatomy"  # "anatomy" (recommended, no flips), "seed" (the reference Keras preset), "none"
+    finetune_epochs: int = 0  # second phase: unfreeze the backbone's last block for this many epochs
+    finetune_lr: float = 1e-5  # learning rate of the unfrozen backbone block in the second phase
+    frozen_features: bool = False  # frozen backbone: compute its features once and train only the head
+    seed: int = 42  # seeds weights, sampling and augmentation (same seed = same run)
+    precision: str = "auto"  # "auto" (bf16 where supported), "32", "bf16-mixed", "16-mixed"
+    accelerator: str = "auto"  # "auto", "cpu", "cuda", "mps"
+    devices: str = "auto"  # number of devices or "auto"; multi-node/GPU via torchrun/SLURM
+    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and tensor-core GPUs
+    num_workers: int = 0  # DataLoader workers (inputs come from the in-memory cache, so 0 is usually fastest)
+    limit_train_images: int = 0  # use only this many training images (smoke runs); 0 = all
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; written resolved into the run folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -175,7 +221,10 @@ def _plain(data: Any) -> Any:
 
 __all__ = [
     "DataConfig",
+    "ModelConfig",
     "Preprocess",
+    "RunConfig",
+    "TrainConfig",
     "apply_overrides",
     "dump_yaml",
     "from_dict",
