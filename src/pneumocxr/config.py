@@ -52,7 +52,7 @@ class DataConfig:
     """Where the images are and how the validation split is carved from train."""
 
     root: str = "data/chest_xray"  # dataset folder, CSV manifest or MedMNIST .npz
-    val_fraction: float = 0.15  # share of training PATIENTS moved to validation
+    val_fraction: float = 0.15  # share of training images (whole patients at a time) moved to validation
     split_seed: int = 42  # seed of the patient-level split (same seed = same split)
     cache_dir: str = ""  # preprocessed-image cache; empty = <output>/cache
 
