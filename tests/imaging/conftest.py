@@ -1,0 +1,13 @@
+"""Make ``dicom_factory`` importable as a plain module from the tests in this folder.
+
+pytest runs with ``--import-mode=importlib``, which does not put test folders on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
