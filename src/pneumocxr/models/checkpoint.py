@@ -1,0 +1,216 @@
+"""Self-describing checkpoints: a checkpoint is data, never code.
+
+One file holds everything needed to rebuild and use a model: registry name + kwargs, the
+state_dict, the Preprocess (as a dict), class names, decision threshold, temperature, metrics,
+config and library versions. Only tensors, dicts, lists, str, int, float, bool and None go in,
+so it loads with ``torch.load(path, weights_only=True)`` — no pickled classes, nothing to
+execute. Writes are atomic (temp file + ``os.replace``): a crash mid-save leaves the previous
+checkpoint intact, which is what ``--resume`` relies on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pneumocxr.config import Preprocess, from_dict, to_dict
+from pneumocxr.errors import CheckpointError, ConfigError
+from pneumocxr.models.registry import PneumoModel, create_model, num_logits
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "pneumocxr.checkpoint"
+FORMAT_VERSION = 1
+_REQUIRED = ("model_name", "model_kwargs", "state_dict", "preprocess", "class_names")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything in a checkpoint except the weights."""
+
+    path: str  # the file it was read from
+    model_name: str  # registry name
+    model_kwargs: dict[str, Any]  # kwargs for create_model
+    preprocess: Preprocess  # how to turn pixels into this model's input
+    class_names: tuple[str, ...]  # index → class name; binary: the logit is for class_names[1]
+    threshold: float = 0.5  # decision threshold on the (calibrated) positive probability
+    temperature: float = 1.0  # logits are divided by this before the sigmoid/softmax
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""  # UTC time of writing, ISO 8601
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that matter for reproducing a checkpoint (read from metadata, nothing imported)."""
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "timm", "pneumocxr"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as types ``weights_only=True`` accepts, or a CheckpointError naming the key."""
+    if value is None:
+        return None
+    for kind in (bool, int, float, str):  # exact builtins: np.float64 is a float subclass, and unpicklable
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalars
+        return value.item()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(to_dict(value), where)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, Sequence):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise CheckpointError(
+        f"cannot store {where} of type {type(value).__name__} in a checkpoint; "
+        "use numbers, strings, lists, dicts or tensors"
+    )
+
+
+def _check_consistent(model: nn.Module, model_name: str, model_kwargs: dict, class_names: list) -> None:
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise CheckpointError("save_checkpoint needs a model built by pneumocxr.models.create_model")
+    if spec.name != model_name or {**spec.default_kwargs, **model_kwargs} != spec.kwargs:
+        raise CheckpointError(
+            f"model_name={model_name!r}, model_kwargs={model_kwargs} do not describe the model being saved "
+            f"({spec.name} with {spec.kwargs}); the checkpoint could not be rebuilt"
+        )
+    built_for = num_logits(spec.kwargs.get("num_classes", 2))
+    if len(class_names) < 2 or num_logits(len(class_names)) != built_for:
+        raise CheckpointError(f"class_names={class_names} do not match a model with {built_for} output(s)")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    preprocess: Preprocess,
+    class_names: Sequence[str],
+    threshold: float = 0.5,
+    temperature: float = 1.0,
+    metrics: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a self-describing checkpoint atomically; returns its path."""
+    class_names = [str(c) for c in class_names]
+    _check_consistent(model, model_name, dict(model_kwargs), class_names)
+    if not (math.isfinite(threshold) and math.isfinite(temperature) and temperature > 0):
+        raise CheckpointError(f"threshold={threshold}, temperature={temperature}: need finite values, T > 0")
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "model_kwargs": _plain(dict(model_kwargs), "model_kwargs"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "preprocess": _plain(to_dict(preprocess), "preprocess"),
+        "class_names": class_names,
+        "threshold": float(threshold),
+        "temperature": float(temperature),
+        "metrics": _plain(metrics or {}, "metrics"),
+        "config": _plain(config or {}, "config"),
+        "extra": _plain(extra or {}, "extra"),
+        "versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    logger.info("saved checkpoint %s (%s)", path, model_name)
+    return path
+
+
+def _read(path: Path, map_location: Any) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass the .pt file a training run wrote")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, refused (non-data) object
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, corrupt or truncated? ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a pneumocxr checkpoint; for a plain state_dict use --set model.weights={path}"
+        )
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {data['format_version']} is newer than this pneumocxr "
+            f"understands ({FORMAT_VERSION}); upgrade pneumocxr"
+        )
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; it is incomplete")
+    return data
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[PneumoModel, CheckpointMeta]:
+    """Rebuild the model (eval mode) and its metadata from a checkpoint, reading it as data only."""
+    path = Path(path)
+    data = _read(path, map_location)
+    try:
+        model = create_model(data["model_name"], **data["model_kwargs"])
+        preprocess = from_dict(Preprocess, data["preprocess"], "preprocess")
+    except ConfigError as exc:  # unknown model name or option, bad preprocess
+        raise CheckpointError(f"{path}: {exc}") from None
+    try:
+        model.load_state_dict(data["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{path}: weights do not fit model {data['model_name']} ({' '.join(first[:3])})"
+        ) from None
+    model.eval()
+    meta = CheckpointMeta(
+        path=str(path),
+        model_name=data["model_name"],
+        model_kwargs=dict(data["model_kwargs"]),
+        preprocess=preprocess,
+        class_names=tuple(data["class_names"]),
+        threshold=float(data.get("threshold", 0.5)),
+        temperature=float(data.get("temperature", 1.0)),
+        metrics=dict(data.get("metrics", {})),
+        config=dict(data.get("config", {})),
+        extra=dict(data.get("extra", {})),
+        versions=dict(data.get("versions", {})),
+        created=str(data.get("created", "")),
+    )
+    return model, meta
