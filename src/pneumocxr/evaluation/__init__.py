@@ -1,0 +1,70 @@
+"""Evaluation on plain arrays (labels, probabilities, patient ids): metrics, CIs, thresholds,
+calibration, paired significance tests. Figures live in ``pneumocxr.evaluation.plots`` (imported
+on demand: it pulls in Matplotlib).
+
+Pure by design: nothing here reads images or models, so every reported number can be recomputed
+from a saved per-image predictions CSV.
+"""
+
+from pneumocxr.evaluation.calibration import (
+    DEFAULT_N_BINS,
+    ReliabilityData,
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    probability_to_logit,
+    reliability_curve,
+)
+from pneumocxr.evaluation.compare import (
+    DeLongResult,
+    McNemarResult,
+    delong_auc_ci,
+    delong_test,
+    mcnemar_test,
+    pairwise_comparisons,
+)
+from pneumocxr.evaluation.intervals import (
+    DEFAULT_N_BOOT,
+    MetricEstimate,
+    MetricsCI,
+    bootstrap_roc_band,
+    metrics_with_ci,
+    wilson_interval,
+)
+from pneumocxr.evaluation.metrics import (
+    METRIC_LABELS,
+    METRIC_NAMES,
+    binary_metrics,
+    classification_report,
+    confusion_matrix,
+)
+from pneumocxr.evaluation.thresholds import ThresholdChoice, choose_threshold
+
+__all__ = [
+    "DEFAULT_N_BINS",
+    "DEFAULT_N_BOOT",
+    "METRIC_LABELS",
+    "METRIC_NAMES",
+    "DeLongResult",
+    "McNemarResult",
+    "MetricEstimate",
+    "MetricsCI",
+    "ReliabilityData",
+    "ThresholdChoice",
+    "apply_temperature",
+    "binary_metrics",
+    "bootstrap_roc_band",
+    "choose_threshold",
+    "classification_report",
+    "confusion_matrix",
+    "delong_auc_ci",
+    "delong_test",
+    "expected_calibration_error",
+    "fit_temperature",
+    "mcnemar_test",
+    "metrics_with_ci",
+    "pairwise_comparisons",
+    "probability_to_logit",
+    "reliability_curve",
+    "wilson_interval",
+]
