@@ -1,0 +1,302 @@
+"""``evaluate_checkpoint``: one checkpoint on one split of a dataset, every number with its 95 % CI.
+
+What is measured: the checkpoint's calibrated probability ``sigmoid(logit / T)`` (see
+``predictor``). Threshold metrics are reported twice — at the checkpoint's stored threshold
+(chosen on validation by training) and at 0.5 — as threshold kinds ``checkpoint`` and
+``fixed_0.5``. Intervals come from ``evaluation.metrics_with_ci``: Wilson for proportions,
+a patient-level bootstrap for AUC, PR AUC, F1, balanced accuracy, MCC, Brier and ECE. A metric
+the data cannot define (AUC on a single-class folder) is NaN with its reason, never a crash.
+
+Output folder (``out_dir``)::
+
+    predictions.csv                 one row per image (outputs.PREDICTION_COLUMNS)
+    metrics.json                    everything below, plus provenance (checkpoint sha256, data, split)
+    metrics.csv                     tidy: threshold_kind, metric, value, low, high, method, note
+    classification_report.{txt,json}, confusion_matrix.json
+    plots/{roc,precision_recall,confusion_matrix,reliability,probability_histogram}.{png,csv}
+
+and the rows for ``results_csv`` (default ``out_dir/results/performance_metrics.csv``), see
+``results_table`` for the append/replace rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumocxr.data.cache import PreprocessedCache
+from pneumocxr.data.discovery import Dataset, discover
+from pneumocxr.data.records import ImageRecord
+from pneumocxr.errors import DatasetError
+from pneumocxr.evaluation import DEFAULT_N_BOOT, MetricsCI, expected_calibration_error, metrics_with_ci
+from pneumocxr.inference import outputs
+from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor, device_description
+from pneumocxr.inference.provenance import Selection, file_sha256, selection_check
+from pneumocxr.inference.results_table import csv_cell, metric_row, update_performance_csv
+from pneumocxr.labels import CLASS_NAMES
+
+logger = logging.getLogger(__name__)
+
+FIXED_THRESHOLD = 0.5
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What ``evaluate_checkpoint`` measured and where it wrote it."""
+
+    model: str  # display name (run folder name for runs/NAME/best.pt, else the file stem)
+    architecture: str  # registry name
+    checkpoint: Path
+    checkpoint_sha256: str
+    data: str  # dataset root actually read
+    split: str
+    out_dir: Path
+    paths: tuple[str, ...]  # evaluated images, in order
+    labels: np.ndarray  # (N,) 0/1
+    patient_ids: tuple[str, ...]
+    predictions: PredictionBatch
+    metrics: dict[str, MetricsCI]  # threshold kind ("checkpoint", "fixed_0.5") → metrics with CIs
+    selection: Selection
+    device: str
+    reused_predictions: bool
+    files: dict[str, Path] = field(default_factory=dict)  # predictions_csv, metrics_json, plots …
+
+    @property
+    def n_images(self) -> int:
+        return len(self.labels)
+
+    def undefined(self, kind: str = "checkpoint") -> dict[str, str]:
+        """metric → why it is NaN, at one threshold kind."""
+        return {k: e.note for k, e in self.metrics[kind].estimates.items() if np.isnan(e.value)}
+
+
+def model_label(checkpoint: str | os.PathLike) -> str:
+    """``runs/NAME/best.pt`` → ``NAME``; any other file → its stem."""
+    path = Path(checkpoint)
+    return path.parent.name if path.name == "best.pt" and path.parent.name else path.stem
+
+
+def records_of_split(dataset: Dataset, split: str) -> list[ImageRecord]:
+    """The split's records, or a DatasetError naming the splits that are there."""
+    records = dataset.in_split(split)
+    if not records:
+        present = ", ".join(dataset.splits()) or "none"
+        raise DatasetError(
+            f"{dataset.root}: no {split!r} split (splits present: {present}); choose one of those"
+        )
+    return records
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data_root: str | os.PathLike,
+    *,
+    split: str = "test",
+    out_dir: str | os.PathLike,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    results_csv: str | os.PathLike | None = None,
+    reuse_predictions: bool = False,
+    predictor: Predictor | None = None,
+) -> EvaluationResult:
+    """Evaluate ``checkpoint`` on ``split`` of ``data_root`` into ``out_dir`` (module docstring).
+
+    ``reuse_predictions``: when ``out_dir`` already holds predictions of this exact checkpoint
+    (sha256) for the same images, use them instead of running the model again. ``predictor``: an
+    already loaded one for ``checkpoint`` (saves loading it twice).
+    """
+    out_dir = Path(out_dir)
+    checkpoint = Path(checkpoint)
+    dataset = discover(data_root)  # before loading the model: a wrong --data/--split fails fast
+    records = records_of_split(dataset, split)
+    predictor = predictor or Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    sha = file_sha256(checkpoint)
+    batch = _reusable(out_dir, sha, dataset, split, records, predictor) if reuse_predictions else None
+    reused = batch is not None
+    if batch is None:
+        cache = None
+        if cache_dir is not None:
+            pre = predictor.preprocess
+            cache = PreprocessedCache(cache_dir, pre.image_size, pre.resize_mode)
+        logger.info("predicting %d %s images of %s", len(records), split, dataset.root)
+        batch = predictor.predict_records(records, cache=cache)
+    result = EvaluationResult(
+        model=model_label(checkpoint),
+        architecture=predictor.meta.model_name,
+        checkpoint=checkpoint,
+        checkpoint_sha256=sha,
+        data=str(Path(dataset.root).resolve()),
+        split=split,
+        out_dir=out_dir,
+        paths=tuple(r.display_name for r in records),
+        labels=np.array([r.label for r in records], dtype=np.int64),
+        patient_ids=tuple(r.patient_id for r in records),
+        predictions=batch,
+        metrics=_metrics(records, batch, n_boot, seed),
+        selection=selection_check(predictor.meta, data_root, dataset, split),
+        device=device_description(predictor.device),
+        reused_predictions=reused,
+    )
+    for message in result.selection.warnings:
+        logger.warning("%s", message)
+    _write_outputs(result, records, predictor, dataset, n_boot=n_boot, seed=seed, results_csv=results_csv)
+    return result
+
+
+def _metrics(
+    records: list[ImageRecord], batch: PredictionBatch, n_boot: int, seed: int
+) -> dict[str, MetricsCI]:
+    y = np.array([r.label for r in records], dtype=np.int64)
+    patients = [r.patient_id for r in records]
+    p = batch.calibrated_probability
+    return {
+        kind: metrics_with_ci(y, p, patients, t, n_boot=n_boot, seed=seed, confidence=CONFIDENCE)
+        for kind, t in (("checkpoint", batch.threshold), ("fixed_0.5", FIXED_THRESHOLD))
+    }
+
+
+def _reusable(
+    out_dir: Path, sha: str, dataset: Dataset, split: str, records: list[ImageRecord], predictor: Predictor
+) -> PredictionBatch | None:
+    """Predictions saved in ``out_dir`` by this checkpoint for exactly these images, else None."""
+    meta_path, csv_path = out_dir / "metrics.json", out_dir / "predictions.csv"
+    if not (meta_path.is_file() and csv_path.is_file()):
+        return None
+    try:
+        saved = json.loads(meta_path.read_text(encoding="utf-8"))
+        columns = outputs.read_predictions(csv_path)
+    except (OSError, ValueError, DatasetError) as exc:
+        logger.info("not reusing %s (%s)", out_dir, exc)
+        return None
+    same = (
+        saved.get("checkpoint_sha256") == sha
+        and saved.get("data") == str(Path(dataset.root).resolve())
+        and saved.get("split") == split
+        and columns["path"] == [r.display_name for r in records]
+        and columns["label"] == [str(r.label) for r in records]
+    )
+    if not same:
+        logger.info("predictions in %s are for another checkpoint or other images: predicting again", out_dir)
+        return None
+    logger.info("reusing the per-image predictions in %s", csv_path)
+    logits = np.array([float(v) for v in columns["logit"]])
+    return PredictionBatch.from_logits(logits, predictor.temperature, predictor.threshold)
+
+
+def _write_outputs(
+    result: EvaluationResult,
+    records: list[ImageRecord],
+    predictor: Predictor,
+    dataset: Dataset,
+    *,
+    n_boot: int,
+    seed: int,
+    results_csv: str | os.PathLike | None,
+) -> None:
+    out, batch, y = result.out_dir, result.predictions, result.labels
+    files = result.files
+    files["predictions_csv"] = outputs.write_predictions(out / "predictions.csv", records, batch)
+    thresholds = {kind: ci.info["threshold"] for kind, ci in result.metrics.items()}
+    preds = {
+        kind: (t, (batch.calibrated_probability >= t).astype(np.int64)) for kind, t in thresholds.items()
+    }
+    files.update(outputs.write_reports(out, y, preds))
+    files["metrics_csv"] = _write_metrics_csv(out / "metrics.csv", result.metrics)
+    title = f"{result.model} on {result.split} (n={result.n_images})"
+    files.update(
+        outputs.write_plots(
+            out / "plots", y, batch, result.patient_ids, n_boot=n_boot, seed=seed, title=title
+        )
+    )
+    identity = {
+        "model": result.model,
+        "architecture": result.architecture,
+        "checkpoint": str(result.checkpoint),
+        "data": result.data,
+        "split": result.split,
+    }
+    rows = [metric_row(ci, **identity, threshold_kind=kind) for kind, ci in result.metrics.items()]
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for row in rows:
+        row.update(checkpoint_sha256=result.checkpoint_sha256, evaluated_at=when)
+    table = Path(results_csv) if results_csv is not None else out / "results" / "performance_metrics.csv"
+    files["performance_csv"] = update_performance_csv(table, rows)
+    files["metrics_json"] = outputs.write_json(
+        out / "metrics.json", _summary(result, predictor, dataset, n_boot=n_boot, seed=seed, when=when)
+    )
+
+
+def _write_metrics_csv(path: Path, metrics: dict[str, MetricsCI]) -> Path:
+    rows = [
+        {"threshold_kind": kind, "threshold": ci.info["threshold"], **row}
+        for kind, ci in metrics.items()
+        for row in ci.rows()
+    ]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+    return path
+
+
+def _summary(
+    result: EvaluationResult, predictor: Predictor, dataset: Dataset, *, n_boot: int, seed: int, when: str
+) -> dict[str, Any]:
+    meta, batch, y = predictor.meta, result.predictions, result.labels
+    per_kind = {}
+    for kind, ci in result.metrics.items():
+        per_kind[kind] = {
+            "threshold": ci.info["threshold"],
+            "counts": {k: ci.info[k] for k in ("tp", "fp", "tn", "fn")},
+            "n_degenerate_resamples": ci.info["n_degenerate"],
+            "estimates": {k: vars(e) for k, e in ci.estimates.items()},
+            "undefined": result.undefined(kind),
+        }
+    return {
+        "model": result.model,
+        "architecture": result.architecture,
+        "checkpoint": str(result.checkpoint),
+        "checkpoint_sha256": result.checkpoint_sha256,
+        "data": result.data,
+        "layout": dataset.layout,
+        "split": result.split,
+        "n_images": result.n_images,
+        "n_patients": len(set(result.patient_ids)),
+        "class_counts": {name: int((y == i).sum()) for i, name in enumerate(CLASS_NAMES)},
+        "scored_probability": "calibrated_probability = sigmoid(logit / temperature)",
+        "temperature": batch.temperature,
+        "threshold_applies_to": "calibrated_probability",
+        "metrics": per_kind,
+        "uncalibrated": {
+            "brier": float(np.mean((batch.probability - y) ** 2)),
+            "ece": expected_calibration_error(y, batch.probability),
+        },
+        "selection": result.selection.to_dict(),
+        "confidence": CONFIDENCE,
+        "n_boot": n_boot,
+        "seed": seed,
+        "device": result.device,
+        "reused_predictions": result.reused_predictions,
+        "checkpoint_meta": {
+            "threshold": meta.threshold,
+            "temperature": meta.temperature,
+            "threshold_choice": meta.extra.get("threshold_choice"),  # how training chose it, if recorded
+            "created": meta.created,
+            "versions": meta.versions,
+            "validation_metrics": meta.metrics,
+        },
+        "files": {k: str(v) for k, v in result.files.items()},
+        "evaluated_at": when,
+    }

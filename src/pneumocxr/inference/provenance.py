@@ -1,0 +1,102 @@
+"""What was evaluated, and could the evaluated images have chosen the model?
+
+Reported numbers are only honest when the images they come from played no part in training or
+model selection. pneumocxr training fits on the dataset's ``train`` folder and selects (best
+epoch, threshold, temperature) on a patient-level validation split carved from that same folder
+(``extra["split"]`` in the checkpoint records which). So:
+
+- evaluating ``train`` of the dataset a checkpoint was trained on measures fit, not performance:
+  a warning, and ``could_have_been_used_for_selection = True``;
+- ``val``/``test`` of that dataset were never read by training: False (the official ``val`` folder
+  is not used for selection either);
+- another dataset is external validation: False, and said so;
+- a checkpoint without split information: None (unknown), with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pneumocxr.data.discovery import Dataset
+from pneumocxr.models import CheckpointMeta
+
+logger = logging.getLogger(__name__)
+
+SMALL_SPLIT = 50  # fewer images than this: intervals are wide, say so
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Whether the evaluated split could have been used to train or select the model."""
+
+    could_have_been_used_for_selection: bool | None  # None = the checkpoint does not say
+    trained_on: str | None  # dataset root recorded in the checkpoint
+    same_dataset: bool | None  # the evaluated data is the one trained on
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return {**data, "notes": list(self.notes), "warnings": list(self.warnings)}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Content hash of a checkpoint: identifies it even when moved or re-saved under the same name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _same_dataset(source: str, data_root: str | os.PathLike, dataset: Dataset) -> bool:
+    """The recorded training root is the evaluated root, or one holds the other (nested Kaggle trees)."""
+    trained = _resolved(source)
+    for candidate in {_resolved(data_root), _resolved(dataset.root)}:
+        if trained == candidate or trained in candidate.parents or candidate in trained.parents:
+            return True
+    return False
+
+
+def selection_check(
+    meta: CheckpointMeta, data_root: str | os.PathLike, dataset: Dataset, split: str
+) -> Selection:
+    """Could ``split`` of ``dataset`` have trained or selected this checkpoint? (module docstring)"""
+    split_info = meta.extra.get("split") if isinstance(meta.extra.get("split"), dict) else None
+    source = str(split_info["source"]) if split_info and split_info.get("source") else None
+    n = len(dataset.in_split(split))
+    notes: list[str] = []
+    warnings: list[str] = []
+    if n < SMALL_SPLIT:
+        notes.append(f"only {n} images in split {split!r}: confidence intervals are wide")
+    if source is None:
+        used = split == "train" or None
+        warnings.append(
+            f"{meta.path} records no training split, so it cannot be verified that {split!r} was not "
+            "used for training or model selection"
+        )
+        return Selection(used, None, None, tuple(notes), tuple(warnings))
+    same = _same_dataset(source, data_root, dataset)
+    if same and split == "train":
+        warnings.append(
+            f"split 'train' of {dataset.root} is what this model was trained on and selected on (its "
+            "validation split is carved from it): these metrics measure fit, not performance on new "
+            "patients; evaluate 'test' for that"
+        )
+        return Selection(True, source, True, tuple(notes), tuple(warnings))
+    if same:
+        notes.append(
+            f"split {split!r} was not read by training (fit on 'train', selected on a patient-level "
+            "validation split carved from 'train')"
+        )
+    else:
+        notes.append(f"external validation: trained on {source}, evaluated on {dataset.root}")
+    return Selection(False, source, same, tuple(notes), tuple(warnings))
