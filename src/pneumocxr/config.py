@@ -92,6 +92,8 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and tensor-core GPUs
     num_workers: int = 0  # DataLoader workers (inputs come from the in-memory cache, so 0 is usually fastest)
     limit_train_images: int = 0  # use only this many training images (smoke runs); 0 = all
+    # -- added for the training loop (pneumocxr.training): resume points inside long epochs --
+    checkpoint_every_n_steps: int = 0  # also save last.ckpt every N training steps; 0 = once per epoch
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""``pneumocxr train --config configs/X.yaml [--set key=value …] --out runs/NAME [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pneumocxr.config import RunConfig, apply_overrides, from_dict, load_yaml
+from pneumocxr.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a patient-level split of the train folder",
+        description="Train a classifier. Precedence: defaults < --config YAML < --set overrides. "
+        "Writes config.yaml, checkpoints/, history.csv, training_curves.png and best.pt into --out.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML recipe (see configs/); optional with --resume")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override settings, e.g. --set train.lr=3e-4 model.image_size=128 (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/vgg16")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoints/last.ckpt"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch logs)")
+    parser.set_defaults(handler=run)
+
+
+def resolve_config(config: Path | None, overrides: list[str], out: Path, resume: bool) -> RunConfig:
+    """The run's RunConfig: from --config, else (resuming) the run folder's saved config.yaml."""
+    if config is None:
+        saved = out / "config.yaml"
+        if not (resume and saved.is_file()):
+            raise ConfigError(
+                "pass --config configs/NAME.yaml (only --resume of an existing run may omit it)"
+            )
+        config = saved
+    return from_dict(RunConfig, apply_overrides(load_yaml(config), overrides))
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, args.overrides, args.out, args.resume)
+    from pneumocxr.training import train  # Lightning is slow to import: only when training
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        # Lightning prints through its own handler; propagating too would print every line twice.
+        logging.getLogger(name).propagate = False
+    result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    if result.global_rank != 0:
+        return 0  # DDP: the other processes stay quiet
+    m = result.metrics
+    split = result.split
+    n_val = sum(split.get("val_counts", []))
+    print(f"best epoch {result.best_epoch} (phase {result.best_phase}) of {result.epochs_run} run")
+    print(
+        f"validation ({n_val} images of {len(split.get('val_patients', []))} patients carved from train): "
+        f"AUC {m['val_auc']:.4f}  loss {m['val_loss']:.4f}  at 0.5: accuracy {m['val_acc']:.4f}  "
+        f"sensitivity {m['val_sensitivity']:.4f}  specificity {m['val_specificity']:.4f}"
+    )
+    op = result.operating_point
+    print(
+        f"operating point chosen on validation: threshold {op['threshold']:.4f} on probabilities calibrated "
+        f"with temperature {op['temperature']:.3f} (Youden): sensitivity {op['sensitivity']:.4f}  "
+        f"specificity {op['specificity']:.4f}"
+    )
+    print(f"device {result.accelerator}, precision {result.precision}, {result.wall_s:.1f} s")
+    print(f"best model:   {result.best_checkpoint}")
+    print(f"history:      {result.history_csv}  ({result.curves_png.name} beside it)")
+    print(f"config:       {result.config_yaml}")
+    print(f"resume point: {result.out_dir / 'checkpoints' / 'last.ckpt'}")
+    return 0

@@ -1,0 +1,163 @@
+"""The LightningModule: any registry model + loss, optimiser, LR schedule and validation metrics.
+
+Inputs arrive already normalised and augmented (the DataModule does that on the device, see
+``datamodule.py``), so this module only sees ``(images, labels)`` with images (N, C, H, W)
+float and labels (N,) float in {0, 1}.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryRecall, BinarySpecificity
+
+logger = logging.getLogger(__name__)
+
+VAL_METRICS = ("val_loss", "val_acc", "val_auc", "val_sensitivity", "val_specificity")
+
+
+def plateau_scheduler(
+    optimizer: torch.optim.Optimizer, factor: float, patience: int
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """ReduceLROnPlateau with Keras' patience semantics (the reference recipe is Keras).
+
+    Keras cuts the LR on the ``patience``-th epoch without improvement; torch cuts when the
+    count EXCEEDS ``patience``, one epoch later. ``patience - 1`` makes "patience 5" mean the
+    same thing in both: after 5 flat epochs the LR is multiplied by ``factor``.
+    """
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=factor, patience=max(0, patience - 1)
+    )
+
+
+def make_optimizer(
+    param_groups: Iterable[dict[str, Any]], lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """Adam as in the reference; with weight decay, AdamW (decoupled decay, the sound form of L2 for Adam)."""
+    groups = [g for g in param_groups if any(p.requires_grad for p in g["params"])]
+    if not groups:
+        raise ValueError("no trainable parameters: every parameter of the model is frozen")
+    if weight_decay > 0:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(groups, lr=lr)
+
+
+class ClassifierModule(L.LightningModule):
+    """Binary PNEUMONIA-vs-NORMAL training of a model that outputs (N, 1) logits.
+
+    ``param_groups``: optimiser groups (dicts with "params" and optionally "lr"/"name"); default
+    is every trainable parameter at ``lr``. ``pos_weight``: the BCE weight of positive samples
+    (class-weighted loss), None for none.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        pos_weight: float | None = None,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 5,
+        param_groups: list[dict[str, Any]] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "param_groups"])
+        self.model = model
+        self._param_groups = param_groups
+        weight = torch.tensor([pos_weight if pos_weight is not None else 1.0], dtype=torch.float32)
+        self.register_buffer("pos_weight", weight, persistent=False)
+        self.val_loss = MeanMetric()
+        self.val_acc = BinaryAccuracy(threshold=0.5)
+        self.val_auc = BinaryAUROC()
+        self.val_sensitivity = BinaryRecall(threshold=0.5)
+        self.val_specificity = BinarySpecificity(threshold=0.5)
+        # When True, validation also keeps every (logit, label) so the caller can calibrate on them.
+        self.collect_predictions = False
+        self._collected: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N,) PNEUMONIA logits in float32."""
+        logits = self.model(images)
+        if logits.ndim != 2 or logits.shape[1] != 1:
+            raise ValueError(f"binary training needs (N, 1) logits, the model gave {tuple(logits.shape)}")
+        return logits[:, 0].float()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
+            sync_dist=True,
+        )
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        # val_loss is the UNweighted mean BCE over every validation image (as Keras reports it:
+        # class weights shape the training objective, not the yardstick). The MeanMetric and the
+        # torchmetrics states all-gather across DDP ranks, so the value is the whole set's.
+        self.val_loss.update(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
+        probs = torch.sigmoid(logits)
+        targets = labels.long()
+        for metric in (self.val_acc, self.val_auc, self.val_sensitivity, self.val_specificity):
+            metric.update(probs, targets)
+        if self.collect_predictions:
+            self._collected.append((logits.detach().float().cpu(), labels.detach().cpu()))
+        for name in VAL_METRICS:
+            self.log(
+                name,
+                getattr(self, name),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name in ("val_loss", "val_auc"),
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        self._collected = []
+
+    def collected_predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (N,), labels (N,)) of the last validation pass, from every DDP rank.
+
+        Ranks hold different numbers of images (the validation sampler does not pad), so they are
+        gathered as objects, which allows uneven sizes.
+        """
+        logits = torch.cat([z for z, _ in self._collected]) if self._collected else torch.empty(0)
+        labels = torch.cat([y for _, y in self._collected]) if self._collected else torch.empty(0)
+        parts = [(logits, labels)]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, (logits, labels))
+        return (
+            torch.cat([z for z, _ in parts]).numpy().astype(np.float64),
+            torch.cat([y for _, y in parts]).numpy().astype(np.int64),
+        )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = self._param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        optimizer = make_optimizer(groups, self.hparams.lr, self.hparams.weight_decay)
+        scheduler = plateau_scheduler(optimizer, self.hparams.plateau_factor, self.hparams.plateau_patience)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": "val_loss",
+                "interval": "epoch",
+                "frequency": 1,
+            },
+        }

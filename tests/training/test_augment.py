@@ -1,0 +1,113 @@
+"""Batch augmentation: presets, shapes, seeding, and the anatomy preset's no-flip promise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pneumocxr.errors import ConfigError
+from pneumocxr.training.augment import PRESETS, AugmentParams, BatchAugmenter, augment_params
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(n: int = 16, c: int = 1, h: int = 32, w: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, c, h, w, generator=_gen(seed))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("shape", [(5, 1, 32, 32), (3, 3, 24, 40)])
+def test_every_preset_keeps_shape_dtype_and_range(name, shape):
+    images = torch.rand(*shape, generator=_gen())
+    out = BatchAugmenter(augment_params(name), _gen())(images)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_none_is_the_identity():
+    images = _batch()
+    out = BatchAugmenter(augment_params("none"), _gen())(images)
+    assert torch.equal(out, images)
+
+
+@pytest.mark.parametrize("name", ["seed", "anatomy"])
+def test_same_seed_same_augmentation_and_other_seed_differs(name):
+    images = _batch()
+    a = BatchAugmenter(augment_params(name), _gen(7))(images)
+    b = BatchAugmenter(augment_params(name), _gen(7))(images)
+    c = BatchAugmenter(augment_params(name), _gen(8))(images)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert not torch.allclose(a, images)  # it did something
+
+
+def test_each_image_gets_its_own_transform():
+    one = _batch(n=1)
+    out = BatchAugmenter(augment_params("seed"), _gen())(one.repeat(8, 1, 1, 1))
+    diffs = [float((out[0] - out[i]).abs().mean()) for i in range(1, 8)]
+    assert min(diffs) > 1e-3
+
+
+def _left_bright(n: int, size: int = 32) -> torch.Tensor:
+    """Left third bright, rest dark: which side is brighter tells whether a flip happened."""
+    images = torch.full((n, 1, size, size), 0.1)
+    images[..., : size // 3] = 0.9
+    return images
+
+
+def _flipped(images: torch.Tensor) -> torch.Tensor:
+    half = images.shape[-1] // 2
+    left = images[..., :half].mean(dim=(1, 2, 3))
+    right = images[..., half:].mean(dim=(1, 2, 3))
+    return right > left
+
+
+def test_anatomy_never_flips_left_and_right():
+    augmenter = BatchAugmenter(augment_params("anatomy"), _gen(3))
+    for _ in range(10):
+        assert not _flipped(augmenter(_left_bright(64))).any()
+    assert augment_params("anatomy").hflip is False
+
+
+def test_seed_preset_flips_about_half():
+    out = BatchAugmenter(augment_params("seed"), _gen(3))(_left_bright(400))
+    share = float(_flipped(out).float().mean())
+    assert 0.35 < share < 0.65
+
+
+def test_pure_flip_mirrors_exactly():
+    images = _batch(n=64)
+    out = BatchAugmenter(AugmentParams(hflip=True), _gen(5))(images)
+    mirrored = torch.flip(images, dims=[-1])
+    for i in range(len(images)):
+        assert torch.allclose(out[i], images[i], atol=1e-5) or torch.allclose(out[i], mirrored[i], atol=1e-5)
+
+
+def test_shift_moves_content_by_the_drawn_fraction():
+    # A single bright column at the centre moves by at most shift * width pixels.
+    images = torch.zeros(32, 1, 40, 40)
+    images[..., 20] = 1.0
+    out = BatchAugmenter(AugmentParams(shift=0.1), _gen(2))(images)
+    columns = out.sum(dim=(1, 2)).argmax(dim=-1).float()  # (N,) position of the line
+    assert float((columns - 20).abs().max()) <= 0.1 * 40 + 1
+    assert float((columns - 20).abs().max()) >= 1  # some image did move
+
+
+def test_intensity_jitter_changes_brightness_not_geometry():
+    images = _left_bright(16)
+    out = BatchAugmenter(AugmentParams(brightness=0.1, contrast=0.2), _gen(4))(images)
+    means = out.mean(dim=(1, 2, 3))
+    assert float(means.std()) > 0.005  # brightness varies between images
+    assert torch.equal(out.argmax(dim=-1), images.argmax(dim=-1))  # nothing moved
+
+
+def test_unknown_preset_is_a_config_error_naming_the_presets():
+    with pytest.raises(ConfigError, match="anatomy"):
+        augment_params("flipsy")
+
+
+def test_rejects_a_batch_without_channels():
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        BatchAugmenter(augment_params("seed"), _gen())(torch.rand(4, 32, 32))
