@@ -8,10 +8,10 @@ import logging
 import sys
 
 from pneumocxr import __version__
-from pneumocxr.cli import compare_cmd, data_cmd, evaluate_cmd, models_cmd, run_cmd, train_cmd
+from pneumocxr.cli import compare_cmd, data_cmd, evaluate_cmd, explain_cmd, models_cmd, run_cmd, train_cmd
 from pneumocxr.errors import PneumoCXRError
 
-SUBCOMMAND_MODULES = (data_cmd, models_cmd, run_cmd, train_cmd, evaluate_cmd, compare_cmd)
+SUBCOMMAND_MODULES = (data_cmd, models_cmd, run_cmd, train_cmd, evaluate_cmd, compare_cmd, explain_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

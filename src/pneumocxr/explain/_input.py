@@ -1,0 +1,58 @@
+"""Pixels → model input, and logits → probabilities, exactly as training and inference do them.
+
+The cache's ``decode_record`` gives the (S, S) uint8 square the model was trained on; this module
+only scales and normalises it. The same arithmetic lives in ``training.datamodule.to_model_input``,
+which this layer may not import; ``tests/explain/test_input.py`` checks the two agree bit for bit,
+so they cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pneumocxr.config import Preprocess
+from pneumocxr.data.cache import decode_record
+from pneumocxr.data.records import ImageRecord
+from pneumocxr.data.sources import load_pixels
+
+
+def to_model_input(pixels: np.ndarray | torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """(N, S, S) uint8 → (N, C, S, S) float32, normalised as ``preprocess`` says."""
+    images = torch.as_tensor(np.asarray(pixels)).unsqueeze(1).float().div_(255.0)  # (N, 1, S, S) in [0, 1]
+    channels = preprocess.channels
+    mean = torch.tensor(preprocess.mean, dtype=images.dtype)
+    std = torch.tensor(preprocess.std, dtype=images.dtype)
+    mean = mean.expand(channels) if mean.numel() == 1 else mean
+    std = std.expand(channels) if std.numel() == 1 else std
+    return (images.expand(-1, channels, -1, -1) - mean.view(1, channels, 1, 1)) / std.view(1, channels, 1, 1)
+
+
+def load_record(record: ImageRecord, preprocess: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """(model square (S, S) uint8, the image as the user has it (H, W) float32 in [0, 1]).
+
+    The square comes from the cache's own function, so it is the training input byte for byte;
+    the full image is decoded separately because the square may come from a reduced-scale decode.
+    """
+    square = decode_record(record, preprocess.image_size, preprocess.resize_mode)
+    return square, load_pixels(record)
+
+
+def probabilities(logits: torch.Tensor, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """(uncalibrated, temperature-calibrated) class probabilities, each (N, classes).
+
+    A one-logit binary head gives [P(class 0), P(class 1)] with P(class 1) = sigmoid(logit).
+    """
+    logits = logits.detach().float().cpu()
+    if logits.shape[-1] == 1:
+        raw = torch.sigmoid(logits)
+        cal = torch.sigmoid(logits / temperature)
+        return torch.cat([1 - raw, raw], 1).numpy(), torch.cat([1 - cal, cal], 1).numpy()
+    return torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
+
+
+def decide(calibrated: np.ndarray, threshold: float) -> np.ndarray:
+    """(N,) predicted class indices: P(class 1) >= threshold for a binary head, else argmax."""
+    if calibrated.shape[1] == 2:
+        return (calibrated[:, 1] >= threshold).astype(np.int64)
+    return calibrated.argmax(1)
