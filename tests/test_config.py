@@ -13,6 +13,7 @@ from pneumocxr.config import (
     dump_yaml,
     from_dict,
     load_yaml,
+    resolve_recipe,
     to_dict,
 )
 from pneumocxr.errors import ConfigError
@@ -84,3 +85,22 @@ def test_missing_and_invalid_yaml_files_are_config_errors(tmp_path):
 def test_preprocess_rejects_impossible_settings(kwargs):
     with pytest.raises(ConfigError):
         Preprocess(**kwargs)
+
+
+def test_resolve_recipe_accepts_a_shipped_name_or_a_path(tmp_path):
+    shipped = resolve_recipe("seed_vgg16")
+    assert shipped.name == "seed_vgg16.yaml" and shipped.parent.name == "configs"
+    assert shipped.parent.parent.name == "pneumocxr"  # inside the package: found without the repository
+    assert resolve_recipe("seed_vgg16.yaml") == shipped
+    own = tmp_path / "mine.yaml"
+    own.write_text("train:\n  lr: 0.1\n")
+    assert resolve_recipe(own) == own and resolve_recipe(str(own)) == own
+    with pytest.raises(ConfigError, match=r"'no_such_recipe' not found.*seed_custom_cnn"):
+        resolve_recipe("no_such_recipe")
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_recipe(tmp_path / "missing.yaml")
+
+
+def test_integer_override_of_a_text_field_becomes_text():
+    cfg = from_dict(_Run, apply_overrides({}, ["data.root=2024"]))
+    assert cfg.data.root == "2024"

@@ -55,6 +55,9 @@ class DataConfig:
     val_fraction: float = 0.15  # share of training images (whole patients at a time) moved to validation
     split_seed: int = 42  # seed of the patient-level split (same seed = same split)
     cache_dir: str = ""  # preprocessed-image cache; empty = <output>/cache
+    # -- added for cross-validation (pneumocxr.training.cv): validate on one fold of a patient k-fold --
+    folds: int = 0  # k of a patient-level stratified k-fold of train (data.splits.patient_kfold); 0 = off
+    fold: int = 0  # the validation fold (0 … folds-1) when folds >= 2; val_fraction is then unused
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,25 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     return data
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: an existing path as given, else a bare name (``cpu_fast`` or ``cpu_fast.yaml``)
+    shipped in the package's ``configs/``, so recipes are found when pneumocxr is installed without
+    the repository."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    shipped_dir = Path(__file__).resolve().parent / "configs"
+    text = str(name_or_path)
+    if "/" not in text and "\\" not in text:
+        shipped = shipped_dir / (text if text.endswith((".yaml", ".yml")) else f"{text}.yaml")
+        if shipped.is_file():
+            return shipped
+    names = ", ".join(sorted(p.stem for p in shipped_dir.glob("*.yaml"))) or "none installed"
+    raise ConfigError(
+        f"recipe {text!r} not found: pass a path to a YAML file or one of the shipped recipe names ({names})"
+    )
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -200,6 +222,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return float(value)  # YAML reads "1e-4" as a string
         except ValueError:
             pass
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # `--set train.devices=2`: YAML reads 2 as an int
     if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{where}={value!r} has the wrong type; expected {getattr(hint, '__name__', hint)}")
@@ -231,5 +255,6 @@ __all__ = [
     "dump_yaml",
     "from_dict",
     "load_yaml",
+    "resolve_recipe",
     "to_dict",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -10,14 +12,13 @@ from scipy.special import expit
 from tests.conftest import make_kermany_tree
 from tests.inference.conftest import IMAGE_SIZE, write_checkpoint
 
-from pneumocxr.config import Preprocess
+from pneumocxr.config import DataConfig, TrainConfig
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import discover
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
 from pneumocxr.inference import PredictionBatch, Predictor, resolve_device
-from pneumocxr.inference.inputs import to_model_input
 from pneumocxr.labels import CLASS_NAMES
-from pneumocxr.models import create_model, save_checkpoint
+from pneumocxr.models import create_model, save_checkpoint, to_model_input
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +32,26 @@ def predictor(tmp_path_factory):
     return Predictor.from_checkpoint(path, device="cpu", batch_size=4)
 
 
-@pytest.mark.parametrize(
-    "preprocess",
-    [
-        Preprocess(image_size=16, channels=1, mean=(0.5,), std=(0.25,)),
-        Preprocess(image_size=16, channels=3),  # ImageNet per-channel statistics
-        Preprocess(image_size=16, channels=3, mean=(0.2,), std=(0.7,)),  # one value for all channels
-    ],
-)
-def test_normalisation_is_identical_to_trainings(preprocess):
-    training = pytest.importorskip("pneumocxr.training.datamodule")
-    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 16, 16), dtype=np.uint8))
-    ours = to_model_input(pixels, preprocess)
-    theirs = training.to_model_input(pixels, preprocess)
-    assert ours.shape == (3, preprocess.channels, 16, 16)
-    assert torch.equal(ours, theirs)
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_predictor_feeds_its_model_exactly_what_training_feeds_it(in_channels, tmp_path):
+    """The tensor the Predictor's model receives equals the training DataModule's validation input."""
+    datamodule = pytest.importorskip("pneumocxr.training.datamodule")
+    path = write_checkpoint(tmp_path / "best.pt", in_channels=in_channels)
+    predictor = Predictor.from_checkpoint(path, device="cpu", batch_size=8)
+    seen: list[torch.Tensor] = []
+    hook = predictor.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+    pixels = np.random.default_rng(0).integers(0, 256, (5, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    try:
+        predictor.predict_arrays(pixels)
+    finally:
+        hook.remove()
+    dm = datamodule.ChestXrayDataModule(
+        DataConfig(), TrainConfig(augment="seed"), predictor.preprocess, tmp_path / "cache"
+    )
+    dm.trainer = SimpleNamespace(training=False, global_rank=0, world_size=1)  # validation: no augmentation
+    trained_on, _ = dm.on_after_batch_transfer((torch.from_numpy(pixels), torch.zeros(5)), 0)
+    assert trained_on.shape == (5, in_channels, IMAGE_SIZE, IMAGE_SIZE)
+    assert torch.equal(torch.cat(seen), trained_on)
 
 
 def test_predict_arrays_applies_temperature_then_threshold(predictor):

@@ -13,12 +13,8 @@ from torch.utils.data import DistributedSampler
 from pneumocxr.config import DataConfig, Preprocess, TrainConfig
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import ConfigError, DatasetError
-from pneumocxr.training.datamodule import (
-    ChestXrayDataModule,
-    pos_weight,
-    split_records,
-    to_model_input,
-)
+from pneumocxr.models import to_model_input
+from pneumocxr.training.datamodule import ChestXrayDataModule, pos_weight, split_records
 
 GRAY = Preprocess(image_size=16, channels=1, mean=(0.0,), std=(1.0,))
 RGB = Preprocess(image_size=16, channels=3)
@@ -77,19 +73,6 @@ def test_a_dataset_without_train_split_is_a_dataset_error(tmp_path):
     root = make_kermany_tree(tmp_path / "cx", splits=("test",), patients_per_class=2)
     with pytest.raises(DatasetError, match="no images in a 'train' split"):
         split_records(DataConfig(root=str(root)))
-
-
-def test_to_model_input_normalises_per_channel_and_uses_channels_last():
-    pixels = torch.tensor([[[0, 255], [255, 0]]], dtype=torch.uint8)  # (1, 2, 2)
-    pre = Preprocess(image_size=8, channels=3)  # image_size is not used by the transform
-    out = to_model_input(pixels, pre, channels_last=True)
-    assert out.shape == (1, 3, 2, 2) and out.dtype == torch.float32
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    for c in range(3):
-        assert float(out[0, c, 0, 1]) == pytest.approx((1.0 - pre.mean[c]) / pre.std[c])
-        assert float(out[0, c, 0, 0]) == pytest.approx((0.0 - pre.mean[c]) / pre.std[c])
-    gray = to_model_input(pixels, GRAY)
-    assert gray.shape == (1, 1, 2, 2) and float(gray.max()) == pytest.approx(1.0)
 
 
 def test_batches_are_uint8_from_memory_and_become_model_input_on_the_device(tree, tmp_path):

@@ -19,10 +19,10 @@ from pneumocxr.config import RunConfig, from_dict, load_yaml
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.errors import ConfigError
 from pneumocxr.evaluation import apply_temperature, fit_temperature
-from pneumocxr.models import load_checkpoint
+from pneumocxr.models import load_checkpoint, to_model_input
 from pneumocxr.training import train
 from pneumocxr.training.callbacks import read_history
-from pneumocxr.training.datamodule import split_records, to_model_input
+from pneumocxr.training.datamodule import split_records
 
 SETTINGS = {
     "model": {"name": "custom_cnn", "image_size": 32},

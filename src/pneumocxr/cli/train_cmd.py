@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pneumocxr.config import RunConfig, apply_overrides, from_dict, load_yaml
+from pneumocxr.config import RunConfig, apply_overrides, from_dict, load_yaml, resolve_recipe
 from pneumocxr.errors import ConfigError
 
 
@@ -44,7 +44,7 @@ def resolve_config(config: Path | None, overrides: list[str], out: Path, resume:
                 "pass --config configs/NAME.yaml (only --resume of an existing run may omit it)"
             )
         config = saved
-    return from_dict(RunConfig, apply_overrides(load_yaml(config), overrides))
+    return from_dict(RunConfig, apply_overrides(load_yaml(resolve_recipe(config)), overrides))
 
 
 def run(args: argparse.Namespace) -> int:

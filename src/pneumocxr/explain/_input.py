@@ -1,9 +1,8 @@
 """Pixels → model input, and logits → probabilities, exactly as training and inference do them.
 
-The cache's ``decode_record`` gives the (S, S) uint8 square the model was trained on; this module
-only scales and normalises it. The same arithmetic lives in ``training.datamodule.to_model_input``,
-which this layer may not import; ``tests/explain/test_input.py`` checks the two agree bit for bit,
-so they cannot drift apart silently.
+The cache's ``decode_record`` gives the (S, S) uint8 square the model was trained on, and
+``models.to_model_input`` normalises it: the same two functions training and inference use, so an
+explanation sees exactly the input the model was trained on.
 """
 
 from __future__ import annotations
@@ -15,17 +14,9 @@ from pneumocxr.config import Preprocess
 from pneumocxr.data.cache import decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.sources import load_pixels
+from pneumocxr.models import to_model_input
 
-
-def to_model_input(pixels: np.ndarray | torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
-    """(N, S, S) uint8 → (N, C, S, S) float32, normalised as ``preprocess`` says."""
-    images = torch.as_tensor(np.asarray(pixels)).unsqueeze(1).float().div_(255.0)  # (N, 1, S, S) in [0, 1]
-    channels = preprocess.channels
-    mean = torch.tensor(preprocess.mean, dtype=images.dtype)
-    std = torch.tensor(preprocess.std, dtype=images.dtype)
-    mean = mean.expand(channels) if mean.numel() == 1 else mean
-    std = std.expand(channels) if std.numel() == 1 else std
-    return (images.expand(-1, channels, -1, -1) - mean.view(1, channels, 1, 1)) / std.view(1, channels, 1, 1)
+__all__ = ["decide", "load_record", "probabilities", "to_model_input"]
 
 
 def load_record(record: ImageRecord, preprocess: Preprocess) -> tuple[np.ndarray, np.ndarray]:

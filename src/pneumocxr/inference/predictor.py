@@ -5,7 +5,8 @@ user sees comes from the same code path:
 
 1. pixels: ``data.cache.decode_record`` (or a ``PreprocessedCache`` hit, the same bytes) gives
    (S, S) uint8 at the checkpoint's ``Preprocess`` — the function the training cache uses;
-2. ``inputs.to_model_input``: float, channels, mean/std from the checkpoint's ``Preprocess``;
+2. ``models.to_model_input`` (the function training uses): float, channels, mean/std from the
+   checkpoint's ``Preprocess``;
 3. the model in eval mode under ``torch.inference_mode``, in batches → one logit z per image;
 4. ``probability = sigmoid(z)``; ``calibrated_probability = sigmoid(z / T)`` with the checkpoint's
    temperature T (1.0 when none was fitted);
@@ -38,9 +39,14 @@ from pneumocxr.config import Preprocess, to_dict
 from pneumocxr.data.cache import PreprocessedCache, decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
-from pneumocxr.inference.inputs import to_model_input
 from pneumocxr.labels import CLASS_NAMES, SUBLABEL_UNKNOWN
-from pneumocxr.models import CheckpointMeta, PneumoModel, count_parameters, load_checkpoint
+from pneumocxr.models import (
+    CheckpointMeta,
+    PneumoModel,
+    count_parameters,
+    load_checkpoint,
+    to_model_input,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,10 +158,27 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        tta: bool | None = None,
     ) -> Predictor:
-        """Load a self-describing checkpoint (data only, ``weights_only=True``) onto ``device``."""
+        """Load a self-describing checkpoint (data only, ``weights_only=True``) onto ``device``.
+
+        An ensemble file (``pneumocxr ensemble create``) loads too, as an ``EnsemblePredictor``.
+        ``tta``: test-time augmentation (``ensemble.TTAModel``); None = off for a checkpoint, as
+        created for an ensemble.
+        """
+        # -- ensembles and TTA (inference/ensemble.py); imported here: that module imports this one --
+        from pneumocxr.inference import ensemble
+
+        if ensemble.is_ensemble_file(path):
+            return ensemble.EnsemblePredictor.from_file(path, device=device, batch_size=batch_size, tta=tta)
         model, meta = load_checkpoint(path, map_location="cpu")
+        if tta:
+            model = ensemble.TTAModel(model)
         predictor = cls(model, meta, device=device, batch_size=batch_size)
         logger.info(
             "loaded %s (%s) on %s: threshold %.4g on the calibrated probability, temperature %.4g",
@@ -288,9 +311,8 @@ class Predictor:
         done = 0
         with torch.inference_mode():
             for chunk in self._chunks(pixels):
-                x = to_model_input(torch.from_numpy(chunk).to(self.device), self.preprocess)  # (B, C, S, S)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                batch = torch.from_numpy(chunk).to(self.device)  # (B, S, S) uint8
+                x = to_model_input(batch, self.preprocess, channels_last=self.channels_last)  # (B, C, S, S)
                 z = self.model(x)  # (B, 1): the PNEUMONIA logit
                 out[done : done + len(chunk)] = z.float().reshape(-1).cpu().numpy()
                 done += len(chunk)

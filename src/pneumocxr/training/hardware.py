@@ -7,9 +7,11 @@ the checkpoint record what was actually used).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
 from pneumocxr.errors import ConfigError
 
@@ -67,11 +69,45 @@ def resolve_precision(requested: str, accelerator: str) -> str:
     return "32"  # mps: bf16 autocast support varies by OS version; fp32 is the safe default
 
 
+def launcher_layout() -> tuple[int, int] | None:
+    """(processes per node, nodes) of the torchrun or SLURM ``srun`` job that started this process;
+    None when it was started plainly.
+
+    Lightning takes ranks and world size from these launchers but the per-node process count
+    (``devices``) and ``num_nodes`` from the Trainer, and refuses to start when they disagree.
+    Reading both from the launcher means ``torchrun --nproc_per_node N`` or ``srun`` needs no
+    matching flags. The checks are Lightning's own, in its order (torchrun may run inside SLURM).
+    """
+    if TorchElasticEnvironment.detect():
+        per_node = int(os.environ["LOCAL_WORLD_SIZE"])
+        return per_node, max(1, int(os.environ["WORLD_SIZE"]) // per_node)
+    if SLURMEnvironment.detect():
+        nodes = int(os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES", "1")))
+        per_node = os.environ.get("SLURM_NTASKS_PER_NODE")
+        tasks = int(per_node) if per_node else int(os.environ["SLURM_NTASKS"]) // max(1, nodes)
+        return max(1, tasks), nodes
+    return None
+
+
 def resolve_devices(requested: str) -> int | str:
-    """Lightning ``devices``: "auto" or a positive count."""
+    """Lightning ``devices``: a positive count or "auto" (under torchrun/srun: processes per node)."""
     text = str(requested).strip()
+    layout = launcher_layout()
     if text == "auto":
-        return "auto"
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise ConfigError(f"train.devices={requested!r}; use 'auto' or a positive number such as 2")
+        return layout[0] if layout else "auto"
+    if not (text.isdigit() and int(text) > 0):
+        raise ConfigError(f"train.devices={requested!r}; use 'auto' or a positive number such as 2")
+    if layout and int(text) != layout[0]:
+        raise ConfigError(
+            f"train.devices={text} but the launcher started {layout[0]} process(es) per node "
+            "(one per device); "
+            f"use train.devices=auto or launch with --nproc_per_node {text} (torchrun) / "
+            f"--ntasks-per-node={text} (SLURM)"
+        )
+    return int(text)
+
+
+def resolve_num_nodes() -> int:
+    """Lightning ``num_nodes``: the launcher's node count (torchrun --nnodes, SLURM --nodes), else 1."""
+    layout = launcher_layout()
+    return layout[1] if layout else 1
