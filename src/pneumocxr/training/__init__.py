@@ -4,7 +4,7 @@ Imports Lightning; nothing below ``training`` in the layer order imports this pa
 """
 
 from pneumocxr.training.augment import PRESETS, AugmentParams, BatchAugmenter, augment_params
-from pneumocxr.training.datamodule import ChestXrayDataModule, SplitInfo, split_records, to_model_input
+from pneumocxr.training.datamodule import ChestXrayDataModule, SplitInfo, split_records
 from pneumocxr.training.hardware import cpu_supports_bf16, resolve_accelerator, resolve_precision
 from pneumocxr.training.module import ClassifierModule, plateau_scheduler
 from pneumocxr.training.train import TrainResult, build_model, train
@@ -24,6 +24,5 @@ __all__ = [
     "resolve_accelerator",
     "resolve_precision",
     "split_records",
-    "to_model_input",
     "train",
 ]

@@ -31,9 +31,10 @@ from pneumocxr.config import DataConfig, Preprocess, TrainConfig
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import discover
 from pneumocxr.data.records import ImageRecord
-from pneumocxr.data.splits import assert_no_patient_leak, patient_split
+from pneumocxr.data.splits import assert_no_patient_leak, patient_kfold, patient_split
 from pneumocxr.errors import ConfigError, DatasetError
 from pneumocxr.labels import CLASS_NAMES, PNEUMONIA
+from pneumocxr.models.inputs import to_model_input  # the one pixels → input conversion
 from pneumocxr.training.augment import BatchAugmenter, augment_params
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,15 @@ def split_records(
         logger.info(
             "limit_train_images=%d: using %d images of whole patients", limit_train_images, len(records)
         )
-    train, val = patient_split(records, data.val_fraction, data.split_seed)
+    if data.folds:  # -- cross-validation (training/cv.py): fold `data.fold` of a patient k-fold validates --
+        if data.folds < 2 or not 0 <= data.fold < data.folds:
+            raise ConfigError(
+                f"data.folds={data.folds}, data.fold={data.fold}: use folds >= 2 and 0 <= fold < folds "
+                "(or data.folds=0 for one val_fraction split)"
+            )
+        train, val = patient_kfold(records, data.folds, data.split_seed)[data.fold]
+    else:
+        train, val = patient_split(records, data.val_fraction, data.split_seed)
     assert_no_patient_leak(train, val)
     for name, part in (("training", train), ("validation", val)):
         present = {r.label for r in part}
@@ -127,30 +136,6 @@ def split_info(
         val_patients=tuple(patients),
         val_patients_sha256=digest,
     )
-
-
-def to_model_input(
-    pixels: torch.Tensor,
-    preprocess: Preprocess,
-    *,
-    augmenter: BatchAugmenter | None = None,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """(N, S, S) uint8 → (N, C, S, S) float32 normalised as ``preprocess`` says (optionally augmented)."""
-    images = pixels.unsqueeze(1).float().div_(255.0)  # (N, 1, S, S) in [0, 1]
-    if augmenter is not None:
-        images = augmenter(images)  # on one plane: C× cheaper than after the repeat
-    mean = torch.tensor(preprocess.mean, device=images.device, dtype=images.dtype)
-    std = torch.tensor(preprocess.std, device=images.device, dtype=images.dtype)
-    channels = preprocess.channels
-    mean = (
-        mean.expand(channels).view(1, channels, 1, 1) if mean.numel() == 1 else mean.view(1, channels, 1, 1)
-    )
-    std = std.expand(channels).view(1, channels, 1, 1) if std.numel() == 1 else std.view(1, channels, 1, 1)
-    images = (images.expand(-1, channels, -1, -1) - mean) / std  # (N, C, S, S)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
 
 
 class PixelDataset(Dataset):
@@ -296,7 +281,7 @@ class ChestXrayDataModule(L.LightningDataModule):
             else None
         )
         images = to_model_input(
-            pixels, self.preprocess, augmenter=augmenter, channels_last=self.train_cfg.channels_last
+            pixels, self.preprocess, augment=augmenter, channels_last=self.train_cfg.channels_last
         )
         return images, labels
 

@@ -9,7 +9,9 @@ Run folder layout::
     out_dir/history.csv            one tidy row per epoch; training_curves.png beside it
     out_dir/best.pt                the selected model: torch.load(..., weights_only=True)-safe
 
-Phase 1 trains what the model leaves trainable (for vgg16_transfer: the head on a frozen base).
+Phase 1 trains what the model leaves trainable (for vgg16_transfer: the head on a frozen base);
+with ``train.frozen_features`` it freezes everything but the head, runs the backbone over the
+data once and trains the head on those cached features (features.py).
 Phase 2 (``train.finetune_epochs > 0``) starts from phase 1's best weights, unfreezes the
 model's last block at ``train.finetune_lr`` (the head stays at ``train.lr``) and trains on.
 The best checkpoint of both phases (highest validation AUC, see callbacks.py) becomes best.pt,
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
 from pneumocxr.config import RunConfig, dump_yaml, to_dict
@@ -45,7 +49,13 @@ from pneumocxr.models import (
 )
 from pneumocxr.training.callbacks import MONITOR, MONITOR_MODE, standard_callbacks
 from pneumocxr.training.datamodule import ChestXrayDataModule
-from pneumocxr.training.hardware import resolve_accelerator, resolve_devices, resolve_precision
+from pneumocxr.training.features import frozen_feature_stage
+from pneumocxr.training.hardware import (
+    resolve_accelerator,
+    resolve_devices,
+    resolve_num_nodes,
+    resolve_precision,
+)
 from pneumocxr.training.module import ClassifierModule
 
 logger = logging.getLogger(__name__)
@@ -104,11 +114,17 @@ def build_model(config: RunConfig) -> torch.nn.Module:
 
 
 def train(
-    config: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``; ``resume=True`` continues from ``checkpoints/last.ckpt``.
 
     Seeds everything from ``config.train.seed`` (the caller asks for a reproducible run).
+    ``callbacks``: extra Lightning callbacks for every phase (e.g. a benchmark's timer).
     """
     start = time.monotonic()
     L.seed_everything(config.train.seed, workers=True)
@@ -125,9 +141,17 @@ def train(
         config.data, config.train, model.spec.preprocess, cache_dir, pin_memory=accelerator == "cuda"
     )
     logger.info("training %s on %s with precision %s", config.model.name, accelerator, precision)
-    settings = {"accelerator": accelerator, "precision": precision, "progress": progress}
+    settings = {
+        "accelerator": accelerator,
+        "precision": precision,
+        "progress": progress,
+        "callbacks": callbacks,
+    }
 
-    phases = [_run_phase(1, config, model, datamodule, out_dir, resume, settings)]
+    first: tuple[torch.nn.Module, ChestXrayDataModule] = (model, datamodule)
+    if config.train.frozen_features:  # phase 1 on features computed once (see features.py)
+        first = frozen_feature_stage(model, datamodule, pretrained=config.model.pretrained, progress=progress)
+    phases = [_run_phase(1, config, *first, out_dir, resume, settings)]
     if config.train.finetune_epochs > 0:
         _load_weights(model, phases[0].best_path)
         set_finetune(model, True)
@@ -176,7 +200,8 @@ def _export_best(
     module.collect_predictions = True
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in results.items()}
-    operating = operating_point(*module.collected_predictions())
+    logits, labels = module.collected_predictions()  # every rank's, gathered
+    operating = operating_point(logits, labels)
     split = datamodule.split_info().as_dict()
     if trainer.is_global_zero:
         extra = {
@@ -189,6 +214,11 @@ def _export_best(
             "precision": settings["precision"],
             "epochs_run": sum(p.epochs_run for p in phases),
             "operating_point": operating,
+            # Under DDP each validation image must be scored exactly once (unpadded sampler):
+            # recorded so a test or a reader can check it against the split's size.
+            "val_images_scored": len(labels),
+            "world_size": trainer.world_size,
+            "distributed_backend": _distributed_backend(),
         }
         save_checkpoint(
             path,
@@ -248,6 +278,7 @@ def _run_phase(
         every_n_steps=tcfg.checkpoint_every_n_steps,
         progress=settings["progress"],
     )
+    callbacks = [*callbacks, *settings["callbacks"]]
     module = ClassifierModule(
         model,
         lr=tcfg.lr,
@@ -288,6 +319,7 @@ def _trainer(config: RunConfig, settings: dict[str, Any], callbacks: list, logge
     return L.Trainer(
         accelerator=settings["accelerator"],
         devices=resolve_devices(config.train.devices),
+        num_nodes=resolve_num_nodes(),  # multi-node DDP: from torchrun/srun, see hardware.py
         precision=settings["precision"],
         max_epochs=config.train.max_epochs,
         callbacks=callbacks,
@@ -301,6 +333,13 @@ def _trainer(config: RunConfig, settings: dict[str, Any], callbacks: list, logge
         # its first two batches hold one class only, which only produces misleading warnings.
         num_sanity_val_steps=0,
     )
+
+
+def _distributed_backend() -> str:
+    """The process group's backend ("gloo" on CPU, "nccl" on GPUs), or "none" for one process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return str(torch.distributed.get_backend())
+    return "none"
 
 
 def _read_lightning(path: str | Path) -> dict[str, Any]:
@@ -319,10 +358,6 @@ def _check_supported(config: RunConfig) -> None:
         raise ConfigError(
             f"model.num_classes={config.model.num_classes}: the training loop trains the binary "
             "task only; use 2"
-        )
-    if config.train.frozen_features:
-        raise ConfigError(
-            "train.frozen_features=true is not supported by `pneumocxr train` yet; set it to false"
         )
     if config.train.max_epochs < 1:
         raise ConfigError(f"train.max_epochs={config.train.max_epochs}; use 1 or more")
