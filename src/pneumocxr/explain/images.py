@@ -27,6 +27,7 @@ from pneumocxr.explain.geometry import to_original_geometry
 from pneumocxr.explain.overlay import save_overlay
 from pneumocxr.labels import SUBLABEL_UNKNOWN
 from pneumocxr.models import CheckpointMeta, load_checkpoint
+from pneumocxr.models.ensemble_file import is_ensemble_file
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,13 @@ def explain_images(
     """
     check_method(method)
     files = collect_inputs(inputs)
+    # -- ensembles (models/ensemble_file.py): members' maps for the ensemble's decision, averaged --
+    if is_ensemble_file(checkpoint):
+        from pneumocxr.explain.ensemble import explain_ensemble_images  # imports this module
+
+        return explain_ensemble_images(
+            checkpoint, files, out_dir, method=method, target=target, device=device
+        )
     model, meta = load_checkpoint(checkpoint, map_location=device)
     model.to(device)
     out = Path(out_dir)

@@ -14,6 +14,8 @@ Output folder (``out_dir``)::
     metrics.csv                     tidy: threshold_kind, metric, value, low, high, method, note
     classification_report.{txt,json}, confusion_matrix.json
     plots/{roc,precision_recall,confusion_matrix,reliability,probability_histogram}.{png,csv}
+    uncertainty/{risk_coverage.{png,csv},uncertainty.csv}   selective accuracy vs coverage, per-image
+                                    uncertainty and conformal sets (``ensemble.uncertainty_outputs``)
 
 and the rows for ``results_csv`` (default ``out_dir/results/performance_metrics.csv``), see
 ``results_table`` for the append/replace rule.
@@ -38,6 +40,7 @@ from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import DatasetError
 from pneumocxr.evaluation import DEFAULT_N_BOOT, MetricsCI, expected_calibration_error, metrics_with_ci
 from pneumocxr.inference import outputs
+from pneumocxr.inference.ensemble import EnsemblePredictor, uncertainty_outputs
 from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor, device_description
 from pneumocxr.inference.provenance import Selection, file_sha256, selection_check
 from pneumocxr.inference.results_table import csv_cell, metric_row, update_performance_csv
@@ -98,7 +101,7 @@ def records_of_split(dataset: Dataset, split: str) -> list[ImageRecord]:
 
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
-    data_root: str | os.PathLike,
+    data_root: str | os.PathLike | Dataset,
     *,
     split: str = "test",
     out_dir: str | os.PathLike,
@@ -119,11 +122,15 @@ def evaluate_checkpoint(
     """
     out_dir = Path(out_dir)
     checkpoint = Path(checkpoint)
-    dataset = discover(data_root)  # before loading the model: a wrong --data/--split fails fast
+    # A Dataset is taken as given: evaluation splits that are no folder (inference.validation).
+    dataset = data_root if isinstance(data_root, Dataset) else discover(data_root)  # fails fast
+    root = dataset.root if isinstance(data_root, Dataset) else data_root
     records = records_of_split(dataset, split)
     predictor = predictor or Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
     sha = file_sha256(checkpoint)
-    batch = _reusable(out_dir, sha, dataset, split, records, predictor) if reuse_predictions else None
+    # Ensembles: predictions.csv lacks the members' probabilities (their spread), so never reused.
+    reuse = reuse_predictions and not isinstance(predictor, EnsemblePredictor)
+    batch = _reusable(out_dir, sha, dataset, split, records, predictor) if reuse else None
     reused = batch is not None
     if batch is None:
         cache = None
@@ -145,7 +152,7 @@ def evaluate_checkpoint(
         patient_ids=tuple(r.patient_id for r in records),
         predictions=batch,
         metrics=_metrics(records, batch, n_boot, seed),
-        selection=selection_check(predictor.meta, data_root, dataset, split),
+        selection=selection_check(predictor.meta, root, dataset, split),
         device=device_description(predictor.device),
         reused_predictions=reused,
     )
@@ -233,9 +240,12 @@ def _write_outputs(
         row.update(checkpoint_sha256=result.checkpoint_sha256, evaluated_at=when)
     table = Path(results_csv) if results_csv is not None else out / "results" / "performance_metrics.csv"
     files["performance_csv"] = update_performance_csv(table, rows)
-    files["metrics_json"] = outputs.write_json(
-        out / "metrics.json", _summary(result, predictor, dataset, n_boot=n_boot, seed=seed, when=when)
-    )
+    # -- uncertainty (ensembles/conformal): risk–coverage, ensemble spread, conformal prediction sets --
+    report = uncertainty_outputs(out / "uncertainty", y, batch, predictor.meta, ids=result.paths, title=title)
+    files.update(report.files)
+    summary = _summary(result, predictor, dataset, n_boot=n_boot, seed=seed, when=when)
+    summary["uncertainty"] = report.summary
+    files["metrics_json"] = outputs.write_json(out / "metrics.json", summary)
 
 
 def _write_metrics_csv(path: Path, metrics: dict[str, MetricsCI]) -> Path:
@@ -292,7 +302,8 @@ def _summary(
         "checkpoint_meta": {
             "threshold": meta.threshold,
             "temperature": meta.temperature,
-            "threshold_choice": meta.extra.get("threshold_choice"),  # how training chose it, if recorded
+            # how it was chosen on validation: train() stores "operating_point", ensembles "threshold_choice"
+            "threshold_choice": meta.extra.get("operating_point") or meta.extra.get("threshold_choice"),
             "created": meta.created,
             "versions": meta.versions,
             "validation_metrics": meta.metrics,

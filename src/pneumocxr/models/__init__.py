@@ -8,6 +8,7 @@ from pneumocxr.models import custom_cnn, efficientnet_lite, timm_backbones, vgg 
 from pneumocxr.models.channels import ChannelAdapter, make_preprocess
 from pneumocxr.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from pneumocxr.models.finetune import param_groups, set_finetune
+from pneumocxr.models.inputs import to_model_input
 from pneumocxr.models.pretrained import load_pretrained, read_state_dict
 from pneumocxr.models.registry import (
     ModelSpec,
@@ -42,4 +43,5 @@ __all__ = [
     "save_checkpoint",
     "set_finetune",
     "summarize_models",
+    "to_model_input",
 ]

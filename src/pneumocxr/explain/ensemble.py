@@ -1,0 +1,153 @@
+"""Explain an ensemble file: every member's map for the ENSEMBLE's decision, averaged.
+
+Why this shape: an ensemble predicts the mean of its members' calibrated probabilities, with equal
+weights, so its explanation is the equal-weight mean of the members' maps for the same target
+class (the ensemble's prediction for ``target="predicted"``, not each member's own). Members may
+take different input sizes, so each map is first brought to the ORIGINAL image geometry with that
+member's resize mode, then averaged. Each member sees the pixels it sees when predicting (the
+cache's ``decode_record`` at its own ``Preprocess``), so the probabilities in the report are the
+ones ``predict``/``evaluate`` give for the file.
+
+Outputs per image as for one checkpoint (``images.explain_file``): ``<stem>.overlay.png``,
+``<stem>.cam.npy`` — the mean map at model-input resolution when all members share one input size
+and resize mode, else the mean map in the original geometry (the JSON says which) — and ``<stem>.json``
+with the members' probabilities and their spread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pneumocxr.data.cache import decode_record
+from pneumocxr.data.records import ImageRecord
+from pneumocxr.data.sources import load_pixels
+from pneumocxr.errors import UnsupportedImageError
+from pneumocxr.explain._input import probabilities, to_model_input
+from pneumocxr.explain.cam import CLASS_AGNOSTIC, compute_cam, resolve_targets
+from pneumocxr.explain.geometry import to_original_geometry
+from pneumocxr.explain.images import ExplainFailure, ExplainRun, Explanation, _file_record, _stems, _title
+from pneumocxr.explain.overlay import save_overlay
+from pneumocxr.models import CheckpointMeta, PneumoModel
+from pneumocxr.models.ensemble_file import load_ensemble
+
+logger = logging.getLogger(__name__)
+
+
+def explain_ensemble_images(
+    checkpoint: str | os.PathLike,
+    files: Sequence[Path],
+    out_dir: str | os.PathLike,
+    *,
+    method: str = "gradcam",
+    target: str = "predicted",
+    device: str | torch.device = "cpu",
+) -> ExplainRun:
+    """Explain ``files`` with the ensemble in ``checkpoint``; undecodable files go to ``failures``."""
+    members, meta = load_ensemble(checkpoint)
+    for model, _ in members:
+        model.to(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    done, failed = [], []
+    for path, stem in zip(files, _stems(files)):
+        try:
+            done.append(explain_ensemble_file(members, meta, path, out / stem, method=method, target=target))
+        except UnsupportedImageError as exc:
+            logger.warning("cannot explain %s: %s", path, exc.reason)
+            failed.append(ExplainFailure(str(path), exc.reason))
+    return ExplainRun(out, tuple(done), tuple(failed))
+
+
+def explain_ensemble_file(
+    members: Sequence[tuple[PneumoModel, CheckpointMeta]],
+    meta: CheckpointMeta,
+    path: Path,
+    stem: Path,
+    *,
+    method: str = "gradcam",
+    target: str = "predicted",
+) -> Explanation:
+    """One file: the ensemble's decision, then every member's map for that class, averaged."""
+    record = _file_record(path)
+    full = load_pixels(record)  # (H, W) float32 in [0, 1]
+    height, width = full.shape
+    inputs, raw, calibrated = _member_inputs(members, record)
+    p_calibrated = float(np.mean(calibrated))  # the ensemble's P(PNEUMONIA), as EnsemblePredictor
+    index = int(p_calibrated >= meta.threshold)
+    if target.lower() == "predicted":
+        target_class = meta.class_names[index]
+    else:
+        target_class = resolve_targets(torch.zeros(1, 1), target, meta.class_names)[0]  # validates the name
+    maps, aligned, layers = [], [], []
+    for (model, m), x in zip(members, inputs):
+        result = compute_cam(model, x, method=method, target=[target_class], class_names=m.class_names)
+        maps.append(result.maps[0])
+        layers.append(result.layer)
+        aligned.append(to_original_geometry(result.maps[0], height, width, m.preprocess.resize_mode))
+    mean_aligned = np.mean(aligned, axis=0).astype(np.float32)  # (H, W)
+    same_input = len({(m.preprocess.image_size, m.preprocess.resize_mode) for _, m in members}) == 1
+    raw_map = np.mean(maps, axis=0).astype(np.float32) if same_input else mean_aligned
+    explanation = Explanation(
+        source=str(path),
+        prediction=meta.class_names[index],
+        probability=float(np.mean(raw)),
+        calibrated_probability=p_calibrated,
+        target_class=target_class,
+        overlay=stem.with_name(stem.name + ".overlay.png"),
+        raw_map=stem.with_name(stem.name + ".cam.npy"),
+        report=stem.with_name(stem.name + ".json"),
+    )
+    np.save(explanation.raw_map, raw_map)
+    layer = f"{len(members)} members' {layers[0]}" if len(set(layers)) == 1 else f"{len(members)} members"
+    save_overlay(explanation.overlay, full, mean_aligned, title=_title(explanation, meta, layer, method))
+    names = meta.model_kwargs.get("members", [f"member{i}" for i in range(len(members))])
+    report = {
+        "source": explanation.source,
+        "prediction": explanation.prediction,
+        "probability": explanation.probability,
+        "calibrated_probability": explanation.calibrated_probability,
+        "probability_of": meta.class_names[1],
+        "probabilities": {meta.class_names[0]: 1.0 - p_calibrated, meta.class_names[1]: p_calibrated},
+        "threshold": meta.threshold,
+        "combine": "mean of the members' calibrated probabilities; map = mean of the members' maps",
+        "members": [
+            {"name": n, "model": m.model_name, "calibrated_probability": c, "layer": lay}
+            for n, (_, m), c, lay in zip(names, members, calibrated, layers)
+        ],
+        "member_spread": float(np.std(calibrated)),
+        "method": method,
+        "target_class": target_class,
+        "class_agnostic": method in CLASS_AGNOSTIC,
+        "model": meta.model_name,
+        "checkpoint": meta.path,
+        "image_size": {"height": height, "width": width},
+        "raw_map_geometry": "model input" if same_input else "original image",
+        "map_empty": bool(mean_aligned.max() <= 0),
+        "outputs": {"overlay": explanation.overlay.name, "raw_map": explanation.raw_map.name},
+    }
+    explanation.report.write_text(json.dumps(report, indent=2) + "\n")
+    return explanation
+
+
+def _member_inputs(
+    members: Sequence[tuple[PneumoModel, CheckpointMeta]], record: ImageRecord
+) -> tuple[list[torch.Tensor], list[float], list[float]]:
+    """Each member's (1, C, S, S) input and its raw and calibrated P(PNEUMONIA) for the image."""
+    inputs, raw, calibrated = [], [], []
+    for model, m in members:
+        square = decode_record(record, m.preprocess.image_size, m.preprocess.resize_mode)  # (S, S) uint8
+        x = to_model_input(square[None], m.preprocess)  # (1, C, S, S)
+        with torch.no_grad():
+            logits = model(x.to(next(model.parameters()).device))  # (1, 1)
+        r, c = probabilities(logits, m.temperature)
+        inputs.append(x)
+        raw.append(float(r[0, 1]))
+        calibrated.append(float(c[0, 1]))
+    return inputs, raw, calibrated

@@ -1,0 +1,246 @@
+"""``create_ensemble(out, members)``: checkpoints → one ensemble file with its own threshold and
+conformal calibration, both chosen on validation images that no member trained on.
+
+Where the validation predictions come from:
+
+- a cross-validation folder (``pneumocxr cv``): its fold models become the members and the pooled
+  OUT-OF-FOLD predictions are the validation set (every training image, predicted by the one fold
+  model that did not see its patient). That is a stand-in for the ensemble's own predictions,
+  which do not exist for training images: the average of k models is usually sharper than one,
+  so the threshold transfers approximately and the conformal coverage is, if anything, conservative;
+- otherwise (runs trained separately, e.g. different architectures) the members must share their
+  validation split (same data, ``data.split_seed``, ``data.val_fraction``): checked through the
+  validation-patient hash training records. The ensemble predicts those images itself.
+
+The members' own temperatures calibrate them first; the ensemble adds no temperature. The threshold
+maximises Youden's J, like training. The validation labels and probabilities are stored in the file,
+so ``evaluate`` can fit conformal sets at the stored α (or another) without the validation images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumocxr.data.cache import PreprocessedCache
+from pneumocxr.data.discovery import discover
+from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
+from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, choose_threshold
+from pneumocxr.evaluation.conformal import calibrate, check_alpha, prediction_sets, set_summary
+from pneumocxr.inference.ensemble import COMBINE_RULE, EnsemblePredictor, TTAModel
+from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
+from pneumocxr.inference.provenance import file_sha256
+from pneumocxr.models import CheckpointMeta
+from pneumocxr.models.ensemble_file import checkpoint_payload, member_from_payload, save_ensemble
+
+logger = logging.getLogger(__name__)
+
+CV_FILE = "cv.json"  # written by training.cv (a sibling layer: the file, not the module, is the contract)
+OOF_FILE = "oof_predictions.csv"
+
+
+@dataclass(frozen=True)
+class EnsembleCreated:
+    """What ``create_ensemble`` wrote and what its operating point does on the validation data."""
+
+    path: Path
+    members: tuple[str, ...]
+    threshold: dict[str, Any]  # ThresholdChoice.to_dict() + chosen_on
+    validation: dict[str, float]  # METRIC_NAMES at the threshold on the validation predictions
+    calibration_source: str  # "out-of-fold" or "validation"
+    n_calibration: int
+    conformal: dict[str, Any]  # set statistics on the calibration data at alpha (in-sample)
+    tta: bool
+
+
+def resolve_members(items: Sequence[str | os.PathLike]) -> tuple[list[tuple[str, Path]], Path | None]:
+    """(name, checkpoint) per member, and the cross-validation folder when one was given.
+
+    A cv folder (holding cv.json) means its fold<i>/best.pt; a run folder its best.pt; a file itself.
+    """
+    if not items:
+        raise ConfigError("name at least one member: checkpoints, run folders or one cv folder")
+    cv_dirs = [Path(i) for i in items if (Path(i) / CV_FILE).is_file()]
+    if cv_dirs and len(items) > 1:
+        raise ConfigError(
+            f"a cross-validation folder ({cv_dirs[0]}) must be the only member argument: its out-of-fold "
+            "predictions calibrate its own fold models, not other checkpoints"
+        )
+    if cv_dirs:
+        cv_dir = cv_dirs[0]
+        k = int(json.loads((cv_dir / CV_FILE).read_text(encoding="utf-8"))["folds"])
+        paths = [cv_dir / f"fold{i}" / "best.pt" for i in range(k)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing or not (cv_dir / OOF_FILE).is_file():
+            raise CheckpointError(
+                f"the cross-validation in {cv_dir} is not finished "
+                f"({', '.join(missing) or OOF_FILE} missing); re-run the same `pneumocxr cv` to finish it"
+            )
+        return [(f"{cv_dir.name}/fold{i}", p) for i, p in enumerate(paths)], cv_dir
+    members = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            path = path / "best.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{item}: neither a checkpoint file nor a run folder holding best.pt")
+        name = path.parent.name if path.name == "best.pt" and path.parent.name else path.stem
+        members.append((name, path))
+    names = [n for n, _ in members]
+    return [(f"{n}#{i}" if names.count(n) > 1 else n, p) for i, (n, p) in enumerate(members)], None
+
+
+def create_ensemble(
+    out: str | os.PathLike,
+    members: Sequence[str | os.PathLike],
+    *,
+    data_root: str | os.PathLike | None = None,
+    alpha: float = 0.05,
+    conformal_method: str = "lac",
+    class_conditional: bool = False,
+    tta: bool = False,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    cache_dir: str | os.PathLike | None = None,
+) -> EnsembleCreated:
+    """Write the ensemble file ``out`` (module docstring); ``data_root`` overrides where the members'
+    validation images are (when the training folder has moved)."""
+    alpha = check_alpha(alpha)
+    resolved, cv_dir = resolve_members(members)
+    names = [n for n, _ in resolved]
+    payloads = [checkpoint_payload(p) for _, p in resolved]
+    if cv_dir is not None:
+        if tta:
+            logger.warning("--tta with a cv folder: the out-of-fold predictions were made without TTA")
+        y, p, split = _oof_calibration(cv_dir, payloads)
+    else:
+        y, p, split = _validation_calibration(payloads, names, data_root, tta, device, batch_size, cache_dir)
+    choice = choose_threshold(y, p, method="youden")
+    values = binary_metrics(y, p, choice.threshold)
+    validation = {name: float(values[name]) for name in METRIC_NAMES}
+    calibration = calibrate(y, p, alpha, method=conformal_method, class_conditional=class_conditional)
+    conformal = set_summary(prediction_sets(p, calibration), y)
+    chosen_on = f"{split['kind']} predictions ({len(y)} images)"
+    extra = {
+        "combine": COMBINE_RULE,
+        "tta": bool(tta),
+        "split": split,
+        "threshold_choice": {**choice.to_dict(), "chosen_on": chosen_on},
+        "members": [
+            {
+                "name": name,
+                "source": str(path),
+                "sha256": file_sha256(path),
+                "model_name": payload["model_name"],
+                "threshold": float(payload.get("threshold", 0.5)),
+                "temperature": float(payload.get("temperature", 1.0)),
+            }
+            for (name, path), payload in zip(resolved, payloads)
+        ],
+        "conformal": {
+            "labels": [int(v) for v in y],
+            "probabilities": [float(v) for v in p],
+            "alpha": alpha,
+            "method": conformal_method,
+            "class_conditional": class_conditional,
+            "source": split["kind"],
+            "qhat": calibration.to_dict()["qhat"],
+        },
+    }
+    path = save_ensemble(out, payloads, names, threshold=choice.threshold, metrics=validation, extra=extra)
+    return EnsembleCreated(
+        path, tuple(names), extra["threshold_choice"], validation, split["kind"], len(y), conformal, bool(tta)
+    )
+
+
+def _oof_calibration(cv_dir: Path, payloads: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Labels and calibrated probabilities of the pooled out-of-fold predictions, checked against the
+    fold checkpoints (a fold retrained since would have another temperature/threshold)."""
+    path = cv_dir / OOF_FILE
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        y = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+        p = np.array([float(r["calibrated_probability"]) for r in rows])
+        folds = np.array([int(r["fold"]) for r in rows])
+        temperatures = np.array([float(r["temperature"]) for r in rows])
+    except (OSError, KeyError, ValueError, csv.Error) as exc:
+        raise DatasetError(f"{path}: cannot read the out-of-fold predictions ({exc})") from None
+    for fold, payload in enumerate(payloads):
+        mask = folds == fold
+        if not mask.any() or not np.all(temperatures[mask] == float(payload.get("temperature", 1.0))):
+            raise CheckpointError(
+                f"{path} does not match {cv_dir}/fold{fold}/best.pt (no rows, or another temperature): the "
+                "fold was retrained after its predictions were written; re-run `pneumocxr cv` in a new folder"
+            )
+    source = (payloads[0].get("extra", {}).get("split") or {}).get("source")
+    split = {"kind": "out-of-fold", "source": source, "cv_dir": str(cv_dir), "n_images": len(y)}
+    return y, p, split
+
+
+def _validation_calibration(
+    payloads: list[dict[str, Any]],
+    names: list[str],
+    data_root: str | os.PathLike | None,
+    tta: bool,
+    device: str,
+    batch_size: int,
+    cache_dir: str | os.PathLike | None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The members' shared validation images, predicted by the ensemble itself."""
+    splits = [p.get("extra", {}).get("split") for p in payloads]
+    missing = [n for n, s in zip(names, splits) if not isinstance(s, dict) or not s.get("val_patients")]
+    if missing:
+        raise CheckpointError(
+            f"{', '.join(missing)} record(s) no validation split, so the ensemble's threshold cannot be "
+            "chosen on images they did not train on; use checkpoints `pneumocxr train` wrote, or a cv folder"
+        )
+    hashes = {s["val_patients_sha256"] for s in splits}
+    if len(hashes) > 1:
+        raise CheckpointError(
+            f"the members were validated on different patients ({', '.join(names)}), so some member trained "
+            "on images another one validates on; train them with the same data.root, data.split_seed and "
+            "data.val_fraction, or combine the folds of one `pneumocxr cv` folder"
+        )
+    split = splits[0]
+    root = Path(data_root) if data_root is not None else Path(split["source"])
+    wanted = set(split["val_patients"])
+    records = [r for r in discover(root).in_split("train") if f"{r.split}/{r.patient_id}" in wanted]
+    if len(records) != sum(split["val_counts"]):
+        raise DatasetError(
+            f"{root}: found {len(records)} images of the recorded validation patients, the members recorded "
+            f"{sum(split['val_counts'])}; pass --data with the folder they were trained on"
+        )
+    members = [member_from_payload(p, n) for p, n in zip(payloads, names)]
+    predictors = [
+        Predictor(TTAModel(model) if tta else model, meta, device=device, batch_size=batch_size)
+        for model, meta in members
+    ]
+    first = members[0][1]
+    meta = CheckpointMeta(
+        path="(ensemble being created)",
+        model_name="ensemble",
+        model_kwargs={"members": names},
+        preprocess=first.preprocess,
+        class_names=first.class_names,
+    )
+    cache = None
+    if cache_dir is not None:
+        cache = PreprocessedCache(cache_dir, first.preprocess.image_size, first.preprocess.resize_mode)
+    batch = EnsemblePredictor(predictors, meta, tta=tta).predict_records(records, cache=cache)
+    y = np.array([r.label for r in records], dtype=np.int64)
+    info = {
+        "kind": "validation",
+        "source": str(root.expanduser().resolve()),
+        "val_patients_sha256": split["val_patients_sha256"],
+        "n_images": len(records),
+    }
+    return y, batch.calibrated_probability, info

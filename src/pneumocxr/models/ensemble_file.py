@@ -1,0 +1,213 @@
+"""The ensemble file: several self-describing checkpoints in one, still plain data.
+
+Why a file format of its own, here in ``models``: ``inference`` (predict, evaluate, compare) and
+``explain`` must both open an ensemble like a single checkpoint, and ``models`` is the layer both may
+import. The members' checkpoint payloads are EMBEDDED (not referenced by path): an ensemble keeps
+working when the run folders are moved or deleted, and its sha256 identifies every weight in it.
+Each member's source path and sha256 are recorded too, for provenance.
+
+Layout (``torch.load(path, weights_only=True)``: dicts, lists, strings, numbers, tensors only)::
+
+    format "pneumocxr.ensemble", format_version 1
+    members        [checkpoint payload, …]   each exactly what ``save_checkpoint`` writes
+    member_names   ["fold0", …]
+    class_names, threshold (on the MEAN of the members' calibrated probabilities), temperature 1.0
+    metrics, config, extra (combine rule, operating point, conformal calibration data, split, tta …)
+    versions, created
+
+How members are combined lives in ``inference.ensemble`` (the mean of calibrated probabilities).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pneumocxr.config import Preprocess, from_dict
+from pneumocxr.errors import CheckpointError, ConfigError
+from pneumocxr.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from pneumocxr.models.checkpoint import CheckpointMeta, _plain, library_versions
+from pneumocxr.models.registry import PneumoModel, create_model
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE_FORMAT = "pneumocxr.ensemble"
+ENSEMBLE_VERSION = 1
+ENSEMBLE_MODEL_NAME = "ensemble"  # CheckpointMeta.model_name of an ensemble
+
+
+def read_file(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """The raw dict of a checkpoint or ensemble file, read as data only (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass the .pt file a training run wrote")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # truncated zip, bad pickle, refused (non-data) object
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, corrupt or truncated? ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a pneumocxr checkpoint or ensemble")
+    return data
+
+
+def is_ensemble_file(path: str | os.PathLike) -> bool:
+    """True for an ensemble file. Cheap: the tensors are memory-mapped, not read."""
+    try:
+        return read_file(path, mmap=True).get("format") == ENSEMBLE_FORMAT
+    except (CheckpointError, RuntimeError):
+        return False  # let the ordinary loader report what is wrong with the file
+
+
+def checkpoint_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """A single checkpoint's raw payload (to embed in an ensemble); refuses ensembles and other files."""
+    data = read_file(path)
+    if data.get("format") == ENSEMBLE_FORMAT:
+        raise CheckpointError(
+            f"{path} is itself an ensemble; list its member checkpoints instead of nesting ensembles"
+        )
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a pneumocxr checkpoint")
+    member_from_payload(data, str(path))  # the weights must fit the model: fail now, not at use
+    return data
+
+
+def member_from_payload(data: dict[str, Any], where: str) -> tuple[PneumoModel, CheckpointMeta]:
+    """Rebuild one member (eval mode) from its embedded payload, as ``load_checkpoint`` does from a file."""
+    try:
+        model = create_model(data["model_name"], **data["model_kwargs"])
+        preprocess = from_dict(Preprocess, data["preprocess"], "preprocess")
+        model.load_state_dict(data["state_dict"], strict=True)
+    except KeyError as exc:
+        raise CheckpointError(f"{where}: checkpoint lacks {exc}; it is incomplete") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    except RuntimeError as exc:
+        first = " ".join(str(exc).strip().splitlines()[:3])
+        raise CheckpointError(f"{where}: weights do not fit model {data['model_name']} ({first})") from None
+    model.eval()
+    meta = CheckpointMeta(
+        path=where,
+        model_name=data["model_name"],
+        model_kwargs=dict(data["model_kwargs"]),
+        preprocess=preprocess,
+        class_names=tuple(data["class_names"]),
+        threshold=float(data.get("threshold", 0.5)),
+        temperature=float(data.get("temperature", 1.0)),
+        metrics=dict(data.get("metrics", {})),
+        config=dict(data.get("config", {})),
+        extra=dict(data.get("extra", {})),
+        versions=dict(data.get("versions", {})),
+        created=str(data.get("created", "")),
+    )
+    return model, meta
+
+
+def save_ensemble(
+    path: str | os.PathLike,
+    members: Sequence[dict[str, Any]],
+    member_names: Sequence[str],
+    *,
+    threshold: float,
+    metrics: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write an ensemble of checkpoint payloads atomically (temp file + ``os.replace``)."""
+    if not members or len(members) != len(member_names):
+        raise CheckpointError(
+            f"an ensemble needs one name per member; got {len(members)} and {len(member_names)}"
+        )
+    classes = {tuple(m["class_names"]) for m in members}
+    if len(classes) != 1:
+        raise CheckpointError(f"members predict different classes {sorted(classes)}; combine only one task")
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise CheckpointError(f"ensemble threshold={threshold}: need a probability in [0, 1]")
+    payload = {
+        "format": ENSEMBLE_FORMAT,
+        "format_version": ENSEMBLE_VERSION,
+        "members": list(members),
+        "member_names": [str(n) for n in member_names],
+        "class_names": list(next(iter(classes))),
+        "threshold": float(threshold),
+        "temperature": 1.0,  # the members' temperatures are applied before averaging
+        "metrics": _plain(metrics or {}, "metrics"),
+        "config": _plain(config or {}, "config"),
+        "extra": _plain(extra or {}, "extra"),
+        "versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    logger.info("saved ensemble %s (%d members)", path, len(members))
+    return path
+
+
+def load_ensemble(path: str | os.PathLike) -> tuple[list[tuple[PneumoModel, CheckpointMeta]], CheckpointMeta]:
+    """(members as (model, meta), the ensemble's own meta) from an ensemble file, as data only.
+
+    The ensemble meta's ``preprocess`` is the first member's (each member keeps its own);
+    ``model_name`` is ``"ensemble"``; ``model_kwargs`` lists the member names and architectures.
+    """
+    path = Path(path)
+    data = read_file(path)
+    if data.get("format") != ENSEMBLE_FORMAT:
+        raise CheckpointError(f"{path}: not a pneumocxr ensemble (load it with load_checkpoint)")
+    if int(data.get("format_version", 0)) > ENSEMBLE_VERSION:
+        raise CheckpointError(
+            f"{path}: ensemble format {data['format_version']} is newer than this pneumocxr understands "
+            f"({ENSEMBLE_VERSION}); upgrade pneumocxr"
+        )
+    names = list(data.get("member_names", []))
+    payloads = list(data.get("members", []))
+    if not payloads or len(names) != len(payloads):
+        raise CheckpointError(f"{path}: ensemble has no members or mismatched member names; it is incomplete")
+    members = [member_from_payload(p, f"{path}#{name}") for p, name in zip(payloads, names)]
+    meta = CheckpointMeta(
+        path=str(path),
+        model_name=ENSEMBLE_MODEL_NAME,
+        model_kwargs={"members": names, "architectures": [m.model_name for _, m in members]},
+        preprocess=members[0][1].preprocess,
+        class_names=tuple(data["class_names"]),
+        threshold=float(data["threshold"]),
+        temperature=float(data.get("temperature", 1.0)),
+        metrics=dict(data.get("metrics", {})),
+        config=dict(data.get("config", {})),
+        extra=dict(data.get("extra", {})),
+        versions=dict(data.get("versions", {})),
+        created=str(data.get("created", "")),
+    )
+    return members, meta
+
+
+__all__ = [
+    "ENSEMBLE_FORMAT",
+    "ENSEMBLE_MODEL_NAME",
+    "checkpoint_payload",
+    "is_ensemble_file",
+    "load_ensemble",
+    "member_from_payload",
+    "read_file",
+    "save_ensemble",
+]
