@@ -8,10 +8,32 @@ import logging
 import sys
 
 from pneumocxr import __version__
-from pneumocxr.cli import compare_cmd, data_cmd, evaluate_cmd, explain_cmd, models_cmd, run_cmd, train_cmd
+from pneumocxr.cli import (
+    compare_cmd,
+    cv_cmd,
+    data_cmd,
+    ensemble_cmd,
+    evaluate_cmd,
+    explain_cmd,
+    models_cmd,
+    run_cmd,
+    train_cmd,
+    tune_cmd,
+)
 from pneumocxr.errors import PneumoCXRError
 
-SUBCOMMAND_MODULES = (data_cmd, models_cmd, run_cmd, train_cmd, evaluate_cmd, compare_cmd, explain_cmd)
+SUBCOMMAND_MODULES = (
+    data_cmd,
+    models_cmd,
+    run_cmd,
+    train_cmd,
+    evaluate_cmd,
+    compare_cmd,
+    explain_cmd,
+    tune_cmd,
+    cv_cmd,
+    ensemble_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

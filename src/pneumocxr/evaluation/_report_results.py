@@ -65,11 +65,43 @@ def eval_title(tree: Tree, ev: dict) -> str:
     return f"{ev.get('model', ev['_folder'].name)} — {tree.split_label(split, ev.get('selection'))}"
 
 
+def skipped_models(tree: Tree) -> dict[str, dict]:
+    """Models the pipeline did NOT train (``status: skipped`` in run_summary.json): name → record."""
+    summary, _ = tree.json(tree.root / "results" / "run_summary.json")
+    models = summary.get("models") if isinstance(summary, dict) else None
+    if not isinstance(models, dict):
+        return {}
+    return {
+        str(name): record
+        for name, record in models.items()
+        if isinstance(record, dict) and record.get("status") == "skipped"
+    }
+
+
+def skipped_notice(tree: Tree) -> Html:
+    """A warning box naming each skipped model, why, and how to train it; empty when none was skipped."""
+    skipped = skipped_models(tree)
+    if not skipped:
+        return Html("")
+    lines = [
+        f"{len(skipped)} model(s) of this run were NOT trained and are missing from every table and "
+        f"figure below: {', '.join(skipped)}. Nothing was trained from random weights in their place."
+    ]
+    for name, record in skipped.items():
+        fix = f" To train it: {record['fix']}" if record.get("fix") else ""
+        lines.append(f"{name}: {record.get('reason', 'no reason recorded')}.{fix}")
+    return callout(*lines, warn=True)
+
+
 # ----------------------------------------------------------------------------- metrics
 
 
 def summary_section(tree: Tree) -> Html:
     """The headline: every model on the held-out test split at its stored threshold, and how to read it."""
+    return join([skipped_notice(tree), _test_summary(tree)])
+
+
+def _test_summary(tree: Tree) -> Html:
     rows, why = tree.csv(tree.root / "results" / "performance_metrics.csv")
     test = [
         r
@@ -196,7 +228,10 @@ def comparison_section(tree: Tree) -> Html:
     results = tree.root / "results"
     rows, why = tree.csv(results / "comparison.csv")
     if not rows:
-        return not_run("model comparison", why or "comparison.csv has no rows")
+        why = why or "comparison.csv has no rows"
+        if skipped_models(tree):  # the likely cause: fewer than two models left to compare
+            why += f"; not trained in this run: {', '.join(skipped_models(tree))} (see Summary)"
+        return not_run("model comparison", why)
     ref = rows[0].get("model", "?")
     evs = {str(ev.get("model")): ev for ev in tree.evaluations}
     first = evs.get(ref)

