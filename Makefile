@@ -1,6 +1,8 @@
 # Two commands are all the set-up on a fresh machine:  make run   and   make test
+# make run DATA=path/to/chest_xray [OUT=output] [ARGS="--preset reference --set …"]
 DATA ?= data/chest_xray
 OUT ?= output
+ARGS ?=
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,7 +35,7 @@ run: install
 	    *) echo "Not downloading. Point DATA at your copy: make run DATA=/path/to/chest_xray"; exit 2 ;; \
 	  esac; \
 	fi
-	$(BIN)/pneumocxr run --data $(DATA) --out $(OUT)
+	$(BIN)/pneumocxr run --data $(DATA) --out $(OUT) $(ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
