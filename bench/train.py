@@ -19,7 +19,7 @@ Part 2 — ``configs/cpu_fast.yaml``'s time-to-AUC: wall seconds from calling ``
 image cache, so decoding counts) to the end of the first validation with AUC >= 0.97, via a
 Lightning callback; the run is stopped there. ``--quick`` trains on a subset, and says so.
 
-    python bench/train.py                 # ~5-10 min on 2 idle cores
+    python bench/train.py                 # ~6-8 min on 2 idle cores
     python bench/train.py --quick         # ~1-2 min: smaller images, fewer steps, a data subset
     python bench/train.py --skip-time-to-auc
 """
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "cpu_fast.yaml")
     parser.add_argument("--size", type=int, default=128, help="input side for part 1 (the CPU recipes' size)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=24, help="timed training steps per measurement")
+    parser.add_argument("--steps", type=int, default=16, help="timed training steps per measurement")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the decode input")
     parser.add_argument("--quick", action="store_true", help="64 px, 6 steps, time-to-AUC on a subset")

@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pneumocxr.config import to_dict
+from pneumocxr.data.records import ImageRecord
 from pneumocxr.models import model_spec
 from pneumocxr.models.inputs import to_model_input
 from pneumocxr.training.datamodule import ChestXrayDataModule, PixelDataset
@@ -209,6 +210,8 @@ class FrozenFeatureDataModule(ChestXrayDataModule):
     fine-tuning phase and the final validation use again), so nothing is discovered or decoded
     twice. Train/val loaders, sampling and DDP sharding are the parent's, over feature tensors.
     ``extractions`` counts backbone passes over the data: 1, or 0 when the features came from disk.
+    Under DDP each rank computes the whole set's features on its own device, then trains on its
+    shard of them (rank 0 writes the disk cache).
     """
 
     def __init__(self, source: ChestXrayDataModule, model: nn.Module, *, progress: bool = False):
@@ -224,7 +227,7 @@ class FrozenFeatureDataModule(ChestXrayDataModule):
         self.progress = progress
         self.extractions = 0
 
-    def records(self) -> Any:
+    def records(self) -> tuple[list[ImageRecord], list[ImageRecord]]:
         return self.source.records()
 
     def prepare_data(self) -> None:
