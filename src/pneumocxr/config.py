@@ -57,7 +57,10 @@ class DataConfig:
     cache_dir: str = ""  # preprocessed-image cache; empty = <output>/cache
     # -- added for cross-validation (pneumocxr.training.cv): validate on one fold of a patient k-fold --
     folds: int = 0  # k of a patient-level stratified k-fold of train (data.splits.patient_kfold); 0 = off
-    fold: int = 0  # the validation fold (0 … folds-1) when folds >= 2; val_fraction is then unused
+    # With folds >= 2, val_fraction first holds out the SAME patients an ordinary run validates on (no
+    # fold ever sees them: they judge the fold ensemble honestly); the folds split the rest.
+    # data.val_fraction=0 folds every training image.
+    fold: int = 0  # the validation fold (0 … folds-1) when folds >= 2
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def test_config_folds_hold_out_every_patient_exactly_once(tmp_path):
     seen: dict[tuple[str, str], int] = {}
     held_out = []
     for fold in range(K):
-        train, val = split_records(DataConfig(root=str(root), folds=K, fold=fold))
+        train, val = split_records(DataConfig(root=str(root), val_fraction=0, folds=K, fold=fold))
         assert {patient_key(r) for r in train}.isdisjoint({patient_key(r) for r in val})
         assert sorted(r.path for r in (*train, *val)) == sorted(r.path for r in records)
         assert {r.label for r in val} == {0, 1}  # stratified: both classes in every fold
@@ -76,6 +76,20 @@ def test_config_folds_hold_out_every_patient_exactly_once(tmp_path):
     assert sorted(held_out) == sorted(r.path for r in records)  # each image out-of-fold exactly once
 
 
+def test_folds_never_see_the_ordinary_validation_patients(tmp_path):
+    root = make_kermany_tree(tmp_path / "cx", splits=("train",), patients_per_class=10, images_per_patient=2)
+    _, ordinary_val = split_records(DataConfig(root=str(root), val_fraction=0.2))
+    holdout = {patient_key(r) for r in ordinary_val}
+    assert holdout
+    folded = []
+    for fold in range(K):
+        train, val = split_records(DataConfig(root=str(root), val_fraction=0.2, folds=K, fold=fold))
+        assert holdout.isdisjoint(patient_key(r) for r in (*train, *val))
+        folded += [r.path for r in val]
+    every = {r.path for r in discover(root).in_split("train")}
+    assert sorted(folded) == sorted(every - {r.path for r in ordinary_val})
+
+
 @pytest.mark.parametrize("folds, fold", [(1, 0), (3, 3), (3, -1)])
 def test_impossible_fold_settings_are_config_errors(kermany_tree, folds, fold):
     with pytest.raises(ConfigError, match=r"data\.folds"):
@@ -83,10 +97,11 @@ def test_impossible_fold_settings_are_config_errors(kermany_tree, folds, fold):
 
 
 @pytest.mark.slow
-def test_out_of_fold_predictions_cover_each_training_image_once(cv_run):
+def test_out_of_fold_predictions_cover_each_development_image_once(cv_run):
     root, _, out, printed = cv_run
     rows = read_csv(out / "oof_predictions.csv")
-    paths = sorted(str(r.path) for r in discover(root).in_split("train"))
+    _, held_out = split_records(DataConfig(root=str(root)))  # the ordinary validation split: in no fold
+    paths = sorted({str(r.path) for r in discover(root).in_split("train")} - {str(r.path) for r in held_out})
     assert [r["path"] for r in rows] == paths
     fold_of_patient: dict[str, set[str]] = {}
     for r in rows:

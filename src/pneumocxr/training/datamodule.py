@@ -91,6 +91,8 @@ def split_records(
                 f"data.folds={data.folds}, data.fold={data.fold}: use folds >= 2 and 0 <= fold < folds "
                 "(or data.folds=0 for one val_fraction split)"
             )
+        if data.val_fraction:  # the ordinary run's validation patients stay out of every fold
+            records = cv_holdout_split(records, data)[0]
         train, val = patient_kfold(records, data.folds, data.split_seed)[data.fold]
     else:
         train, val = patient_split(records, data.val_fraction, data.split_seed)
@@ -105,6 +107,15 @@ def split_records(
                 "different data.val_fraction"
             )
     return train, val
+
+
+def cv_holdout_split(
+    records: Sequence[ImageRecord], data: DataConfig
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(development, held out) for cross-validation: the held-out part is exactly the validation
+    split an ordinary run with the same ``val_fraction``/``split_seed`` carves, so a fold ensemble
+    is judged on patients no fold trained or selected on."""
+    return patient_split(records, data.val_fraction, data.split_seed)
 
 
 def class_counts(records: Sequence[ImageRecord]) -> tuple[int, int]:
