@@ -1,6 +1,6 @@
 """Evaluation on plain arrays (labels, probabilities, patient ids): metrics, CIs, thresholds,
-calibration, paired significance tests. Figures live in ``pneumocxr.evaluation.plots`` (imported
-on demand: it pulls in Matplotlib).
+calibration, paired significance tests, multi-class metrics (``multiclass``). Figures live in
+``pneumocxr.evaluation.plots`` and ``.multiclass_plots`` (imported on demand: they pull in Matplotlib).
 
 Pure by design: nothing here reads images or models, so every reported number can be recomputed
 from a saved per-image predictions CSV.
@@ -38,6 +38,14 @@ from pneumocxr.evaluation.metrics import (
     classification_report,
     confusion_matrix,
 )
+from pneumocxr.evaluation.multiclass import (
+    MULTICLASS_LABELS,
+    OVERALL_METRICS,
+    PER_CLASS_METRICS,
+    MulticlassMetrics,
+    check_multiclass_inputs,
+    multiclass_metrics,
+)
 from pneumocxr.evaluation.thresholds import ThresholdChoice, choose_threshold
 
 __all__ = [
@@ -45,15 +53,20 @@ __all__ = [
     "DEFAULT_N_BOOT",
     "METRIC_LABELS",
     "METRIC_NAMES",
+    "MULTICLASS_LABELS",
+    "OVERALL_METRICS",
+    "PER_CLASS_METRICS",
     "DeLongResult",
     "McNemarResult",
     "MetricEstimate",
     "MetricsCI",
+    "MulticlassMetrics",
     "ReliabilityData",
     "ThresholdChoice",
     "apply_temperature",
     "binary_metrics",
     "bootstrap_roc_band",
+    "check_multiclass_inputs",
     "choose_threshold",
     "classification_report",
     "confusion_matrix",
@@ -63,6 +76,7 @@ __all__ = [
     "fit_temperature",
     "mcnemar_test",
     "metrics_with_ci",
+    "multiclass_metrics",
     "pairwise_comparisons",
     "probability_to_logit",
     "reliability_curve",
