@@ -1,4 +1,5 @@
-"""``pneumocxr compare RUN_OR_CHECKPOINT… --data ROOT [--split test] --out DIR``: models side by side."""
+"""``pneumocxr compare RUN_OR_CHECKPOINT… --data ROOT [--split test|validation] [--tta] --out DIR``:
+models side by side."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare checkpoints on the same split: metrics with CIs, speed, DeLong and McNemar tests",
         description="Evaluate every model (reusing saved per-image predictions in OUT/evaluation/) and "
         "write results/comparison.{csv,md,json}, results/comparison_pairwise.csv and "
-        "plots/{roc_comparison,confusion_matrix_comparison}.png. p-values are against the first model.",
+        "plots/{roc_comparison,confusion_matrix_comparison}.png. p-values are against the first model. "
+        "With --split validation every model must record the same validation patients.",
     )
     parser.add_argument(
         "models", nargs="+", type=Path, metavar="RUN_OR_CHECKPOINT", help="run folders or .pt files"
@@ -74,11 +76,19 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         results_csv=args.results_csv,
         speed_seconds=args.speed_seconds,
+        tta=args.tta,
     )
     for ev in result.evaluations.values():
         for message in ev.selection.warnings:
             print(f"WARNING ({ev.model}): {message}")
     print(format_comparison(result))
+    splits = {name: ev.split for name, ev in result.evaluations.items()}
+    if len(set(splits.values())) > 1:  # the same images, optimistic for one model and held out for another
+        print("split: the same images, which were")
+        for name, split in splits.items():
+            print(f"  for {name}: {split}")
+    else:
+        print(f"split:   {next(iter(splits.values()))}")
     print(f"table:   {result.files['comparison_csv']} (and comparison.md, comparison_pairwise.csv)")
     print(f"plots:   {result.files['roc_comparison_png']}, {result.files['confusion_matrix_comparison_png']}")
     print(f"per-model evaluations: {result.out_dir / 'evaluation'}")

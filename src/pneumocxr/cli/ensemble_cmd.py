@@ -87,6 +87,13 @@ def run_create(args: argparse.Namespace) -> int:
         f"{100 * c['share_uncertain_refer']:.1f}% of images get both classes (uncertain: refer)"
     )
     print(f"wrote {made.path}; use it like a checkpoint: pneumocxr evaluate --checkpoint {made.path} …")
+    if made.split.get("kind") == "cv-holdout":  # patients no fold saw: the honest check of this ensemble
+        n, patients = sum(made.split["val_counts"]), len(made.split["val_patients"])
+        command = f"pneumocxr evaluate --checkpoint {made.path} --data {made.split['source']}"
+        print(
+            f"held out of every fold: {n} images of {patients} patients; judge the ensemble on them with "
+            f"{command} --split validation --out DIR"
+        )
     return 0
 
 

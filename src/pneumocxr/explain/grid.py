@@ -4,6 +4,11 @@ One row per outcome (true positives, false positives, false negatives, true nega
 confident cases of each: a confident mistake is the most instructive thing to look at. Each map
 explains the class the model predicted, on the image in its original geometry, with the
 probability in the cell title. The selection is also written as JSON beside the figure.
+
+``gradcam_grid_for(checkpoint, …)`` draws it for a checkpoint OR an ensemble file: for an ensemble
+each map is the equal-weight mean of its members' maps for the ENSEMBLE's decision, each member
+seeing its own input size and brought to the original geometry first (as ``explain.ensemble``
+does for one image).
 """
 
 from __future__ import annotations
@@ -16,18 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
 from pneumocxr.config import Preprocess
+from pneumocxr.data.cache import decode_record
 from pneumocxr.data.records import ImageRecord
-from pneumocxr.explain._input import load_record, to_model_input
+from pneumocxr.data.sources import load_pixels
+from pneumocxr.explain._input import to_model_input
 from pneumocxr.explain.cam import check_method, compute_cam
 from pneumocxr.explain.geometry import to_original_geometry
 from pneumocxr.explain.overlay import COLORBAR_LABEL, draw_overlay, for_display
 from pneumocxr.labels import CLASS_NAMES
-from pneumocxr.models import model_spec
+from pneumocxr.models import load_checkpoint, model_spec
+from pneumocxr.models.ensemble_file import is_ensemble_file, load_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -85,29 +94,73 @@ def gradcam_grid(
     record, compared with ``threshold``; labels come from the records. ``preprocess`` defaults to
     the model's spec (pass the checkpoint's). Also writes ``<out_path>.json`` with the cases shown.
     """
+    preprocess = preprocess or model_spec(model).preprocess
+    members = [(model, preprocess)]
+    settings = {"threshold": threshold, "class_names": class_names, "method": method}
+    return _grid(members, model_spec(model).name, records, probabilities, out_path, per_category, **settings)
+
+
+def gradcam_grid_for(
+    checkpoint: str | os.PathLike,
+    records: Sequence[ImageRecord],
+    probabilities: Sequence[float],
+    out_path: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    method: str = "gradcam",
+    per_category: int = 3,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """``gradcam_grid`` for a checkpoint or ensemble file (module docstring). ``probabilities``: the
+    evaluation's (for an ensemble, its mean calibrated ones); ``threshold`` defaults to the file's."""
+    if is_ensemble_file(checkpoint):
+        loaded, meta = load_ensemble(checkpoint)
+        name = f"ensemble of {len(loaded)} ({', '.join(sorted({m.model_name for _, m in loaded}))})"
+    else:
+        model, meta = load_checkpoint(checkpoint, map_location="cpu")
+        loaded, name = [(model, meta)], model_spec(model).name
+    members = [(model.to(device), m.preprocess) for model, m in loaded]
+    chosen = meta.threshold if threshold is None else threshold
+    settings = {"threshold": chosen, "class_names": meta.class_names, "method": method}
+    return _grid(members, name, records, probabilities, out_path, per_category, **settings)
+
+
+def _grid(
+    members: Sequence[tuple[nn.Module, Preprocess]],
+    name: str,
+    records: Sequence[ImageRecord],
+    probabilities: Sequence[float],
+    out_path: str | os.PathLike,
+    per_category: int,
+    *,
+    threshold: float,
+    class_names: Sequence[str],
+    method: str,
+) -> Path:
     check_method(method)
     if len(records) != len(probabilities):
         raise ValueError(f"{len(records)} records but {len(probabilities)} probabilities")
-    preprocess = preprocess or model_spec(model).preprocess
     cases = select_cases([r.label for r in records], probabilities, threshold, per_category)
-    order = [i for name in CATEGORIES for i in cases[name]]
-    panels = _panels(model, records, probabilities, order, preprocess, class_names, threshold, method)
+    order = [i for category in CATEGORIES for i in cases[category]]
+    panels = _panels(members, records, probabilities, order, class_names, threshold, method)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _draw(
-        out,
-        cases,
-        panels,
-        per_category,
-        title=f"{method} · {model_spec(model).name} · threshold {threshold:.2f}",
-    )
+    _draw(out, cases, panels, per_category, title=f"{method} · {name} · threshold {threshold:.2f}")
     rows = [
         {"category": name, "path": records[i].display_name, "label": class_names[records[i].label],
          "probability": float(probabilities[i]), "explained_class": panels[i].explained}
         for name in CATEGORIES
         for i in cases[name]
     ]  # fmt: skip
-    summary = {"method": method, "threshold": threshold, "per_category": per_category, "cases": rows}
+    summary = {
+        "method": method,
+        "model": name,
+        "members": len(members),
+        "map": "the mean of the members' maps, original geometry" if len(members) > 1 else "the model's map",
+        "threshold": threshold,
+        "per_category": per_category,
+        "cases": rows,
+    }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("wrote %s (%d cases)", out, len(order))
     return out
@@ -122,18 +175,24 @@ class _Panel:
     name: str  # file name shown in the cell
 
 
-def _panels(model, records, probabilities, order, preprocess, class_names, threshold, method):
-    """index → _Panel, the maps computed in one batch."""
+def _panels(members, records, probabilities, order, class_names, threshold, method):
+    """index → _Panel: each member's maps in one batch, in the original geometry, averaged."""
     if not order:
         return {}
-    loaded = [load_record(records[i], preprocess) for i in order]
-    inputs = to_model_input(np.stack([square for square, _ in loaded]), preprocess)  # (n, C, S, S)
+    # the image as the user has it; each member's square comes from the cache's own decode (training input)
+    fulls = [load_pixels(records[i]) for i in order]  # (H, W) float32 in [0, 1] each
     targets = [class_names[1] if probabilities[i] >= threshold else class_names[0] for i in order]
-    result = compute_cam(model, inputs, method=method, target=targets, class_names=class_names)
+    summed = [np.zeros(full.shape, dtype=np.float32) for full in fulls]
+    for model, preprocess in members:
+        size, mode = preprocess.image_size, preprocess.resize_mode
+        squares = np.stack([decode_record(records[i], size, mode) for i in order])  # (n, S, S) uint8
+        inputs = to_model_input(squares, preprocess)  # (n, C, S, S)
+        result = compute_cam(model, inputs, method=method, target=targets, class_names=class_names)
+        for total, full, cam in zip(summed, fulls, result.maps):
+            total += to_original_geometry(cam, *full.shape, mode)
     panels = {}
-    for i, (_, full), cam, explained in zip(order, loaded, result.maps, result.target_classes):
-        aligned = to_original_geometry(cam, *full.shape, preprocess.resize_mode)
-        image, shown = for_display(full, aligned, CELL_SIDE)
+    for i, full, total, explained in zip(order, fulls, summed, targets):
+        image, shown = for_display(full, total / len(members), CELL_SIDE)
         panels[i] = _Panel(image, shown, explained, float(probabilities[i]), records[i].path.name)
     return panels
 

@@ -10,6 +10,11 @@ predictions already there for the same checkpoint and images are reused, not rec
 - ``results/comparison_pairwise.csv``: the same two tests for every pair;
 - ``plots/roc_comparison.{png,csv}`` and ``plots/confusion_matrix_comparison.{png,csv}``.
 
+``split="validation"`` compares on the validation split the models RECORD (``validation.
+shared_validation``): they must record the same patients. Each model's evaluation is labelled for
+what that split was to it: optimistic for a model selected on it, held out for a CV fold ensemble.
+``tta`` runs every model with test-time augmentation; the names say so (``NAME+tta``).
+
 The tests are paired (same images) and, like every test here, treat images as independent: with
 several images per child the p-values are somewhat optimistic; the patient-bootstrap intervals
 are the honest companion.
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pneumocxr.data.discovery import Dataset
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
 from pneumocxr.evaluation import (
     DEFAULT_N_BOOT,
@@ -40,7 +46,9 @@ from pneumocxr.evaluation import (
 from pneumocxr.inference import outputs
 from pneumocxr.inference.evaluate import EvaluationResult, evaluate_checkpoint, model_label
 from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
+from pneumocxr.inference.provenance import inference_settings, inference_suffix
 from pneumocxr.inference.results_table import csv_cell
+from pneumocxr.inference.validation import VALIDATION, shared_validation
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +112,7 @@ def unique_labels(checkpoints: Sequence[Path]) -> list[str]:
 
 def compare_models(
     checkpoints_or_run_dirs: Sequence[str | os.PathLike],
-    data_root: str | os.PathLike,
+    data_root: str | os.PathLike | Dataset,
     *,
     split: str = "test",
     out_dir: str | os.PathLike,
@@ -115,12 +123,17 @@ def compare_models(
     batch_size: int = DEFAULT_BATCH_SIZE,
     results_csv: str | os.PathLike | None = None,
     speed_seconds: float = 2.0,
+    tta: bool | None = None,
 ) -> ComparisonResult:
     """Evaluate and compare two or more models on ``split`` of ``data_root`` (module docstring)."""
     if len(checkpoints_or_run_dirs) < 2:
         raise ConfigError("compare needs at least two checkpoints or run folders; use evaluate for one")
     checkpoints = [resolve_checkpoint(p) for p in checkpoints_or_run_dirs]
     labels = unique_labels(checkpoints)
+    if split == VALIDATION and not isinstance(data_root, Dataset):
+        sources = [(d, d.splits()[0]) for d in shared_validation(checkpoints, data_root)]
+    else:
+        sources = [(data_root, split)] * len(checkpoints)
     out_dir = Path(out_dir)
     table_csv = (
         Path(results_csv) if results_csv is not None else out_dir / "results" / "performance_metrics.csv"
@@ -128,12 +141,18 @@ def compare_models(
     evaluations: dict[str, EvaluationResult] = {}
     speeds: dict[str, dict[str, Any]] = {}
     params: dict[str, tuple[int, int]] = {}
-    for label, checkpoint in zip(labels, checkpoints):
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    for i, (checkpoint, (data, model_split)) in enumerate(zip(checkpoints, sources)):
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size, tta=tta)
+        if predictor.num_classes != 2:  # DeLong/McNemar and the paired table are binary tests
+            raise ConfigError(
+                f"{checkpoint}: a {predictor.num_classes}-class model ({', '.join(predictor.class_names)}); "
+                "compare takes binary models only — evaluate each k-class model with `pneumocxr evaluate`"
+            )
+        label = labels[i] = labels[i] + inference_suffix(inference_settings(predictor))
         evaluations[label] = evaluate_checkpoint(
             checkpoint,
-            data_root,
-            split=split,
+            data,
+            split=model_split,
             out_dir=out_dir / "evaluation" / label,
             n_boot=n_boot,
             seed=seed,
@@ -180,14 +199,17 @@ def _tabulate(
         "comparison_csv": _write_csv(results / "comparison.csv", table),
         "pairwise_csv": _write_csv(results / "comparison_pairwise.csv", pairwise),
     }
-    (results / "comparison.md").write_text(comparison_markdown(table, pairwise, labels[0]), encoding="utf-8")
+    splits = {k: ev.split for k, ev in evaluations.items()}
+    markdown = comparison_markdown(table, pairwise, labels[0], splits=splits)
+    (results / "comparison.md").write_text(markdown, encoding="utf-8")
     files["comparison_md"] = results / "comparison.md"
     files["comparison_json"] = outputs.write_json(
-        results / "comparison.json", {"reference": labels[0], "models": table, "pairwise": pairwise}
+        results / "comparison.json",
+        {"reference": labels[0], "splits": splits, "models": table, "pairwise": pairwise},
     )
     from pneumocxr.evaluation import plots  # Matplotlib: only when figures are drawn
 
-    split = evaluations[labels[0]].split
+    split = " / ".join(dict.fromkeys(splits.values()))  # one name, or each label of the same images
     fig = plots.plot_roc_comparison(
         y, probs, plots_dir / "roc_comparison.png", title=f"ROC comparison ({split})"
     )
@@ -250,8 +272,15 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def comparison_markdown(table: list[dict[str, Any]], pairwise: list[dict[str, Any]], reference: str) -> str:
-    """The comparison as Markdown: models table, pairwise tests, and how to read them."""
+def comparison_markdown(
+    table: list[dict[str, Any]],
+    pairwise: list[dict[str, Any]],
+    reference: str,
+    splits: dict[str, str] | None = None,
+) -> str:
+    """The comparison as Markdown: models table, pairwise tests, and how to read them.
+
+    ``splits``: model → the evaluated split's name (its label, e.g. optimistic or held out)."""
     head = ["Model", "Params", "Images/s", *(METRIC_LABELS[m] for m in TABLE_METRICS)]
     head += [f"p AUC vs {reference} (DeLong)", f"p accuracy vs {reference} (McNemar)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -279,4 +308,9 @@ def comparison_markdown(table: list[dict[str, Any]], pairwise: list[dict[str, An
         "patient make them somewhat optimistic).",
     ]
     notes += [f"{r['model']}: undefined — {r['undefined']}" for r in table if r["undefined"]]
+    if splits and len(set(splits.values())) > 1:
+        notes.append("The same images, which were a different split to each model:")
+        notes += [f"- {model}: {name}" for model, name in splits.items()]
+    elif splits:
+        notes.append(f"Split: {next(iter(splits.values()))}.")
     return "\n".join(lines + notes) + "\n"

@@ -4,10 +4,13 @@ conformal calibration, both chosen on validation images that no member trained o
 Where the validation predictions come from:
 
 - a cross-validation folder (``pneumocxr cv``): its fold models become the members and the pooled
-  OUT-OF-FOLD predictions are the validation set (every training image, predicted by the one fold
-  model that did not see its patient). That is a stand-in for the ensemble's own predictions,
+  OUT-OF-FOLD predictions are the validation set (every image the folds split, predicted by the one
+  fold model that did not see its patient). That is a stand-in for the ensemble's own predictions,
   which do not exist for training images: the average of k models is usually sharper than one,
-  so the threshold transfers approximately and the conformal coverage is, if anything, conservative;
+  so the threshold transfers approximately and the conformal coverage is, if anything, conservative.
+  The patients ``cv`` kept out of every fold (``data.val_fraction`` > 0) are recorded as the
+  ensemble's split (``extra["split"]``, ``kind = "cv-holdout"``, the structure training records),
+  so ``evaluate --split validation`` judges the ensemble on them: nothing about it was chosen there;
 - otherwise (runs trained separately, e.g. different architectures) the members must share their
   validation split (same data, ``data.split_seed``, ``data.val_fraction``): checked through the
   validation-patient hash training records. The ensemble predicts those images itself.
@@ -20,6 +23,7 @@ so ``evaluate`` can fit conformal sets at the stored α (or another) without the
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -32,12 +36,15 @@ import numpy as np
 
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import discover
+from pneumocxr.data.records import ImageRecord
+from pneumocxr.data.splits import patient_split
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
 from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, choose_threshold
 from pneumocxr.evaluation.conformal import calibrate, check_alpha, prediction_sets, set_summary
 from pneumocxr.inference.ensemble import COMBINE_RULE, EnsemblePredictor, TTAModel
 from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
 from pneumocxr.inference.provenance import file_sha256
+from pneumocxr.labels import PNEUMONIA
 from pneumocxr.models import CheckpointMeta
 from pneumocxr.models.ensemble_file import checkpoint_payload, member_from_payload, save_ensemble
 
@@ -59,6 +66,7 @@ class EnsembleCreated:
     n_calibration: int
     conformal: dict[str, Any]  # set statistics on the calibration data at alpha (in-sample)
     tta: bool
+    split: dict[str, Any]  # extra["split"]: for a cv folder with held-out patients, kind "cv-holdout"
 
 
 def resolve_members(items: Sequence[str | os.PathLike]) -> tuple[list[tuple[str, Path]], Path | None]:
@@ -120,18 +128,23 @@ def create_ensemble(
     if cv_dir is not None:
         if tta:
             logger.warning("--tta with a cv folder: the out-of-fold predictions were made without TTA")
-        y, p, split = _oof_calibration(cv_dir, payloads)
+        y, p, oof_patients = _oof_calibration(cv_dir, payloads)
+        source = "out-of-fold"
+        split = _cv_split(cv_dir, payloads, data_root, oof_patients)
     else:
         y, p, split = _validation_calibration(payloads, names, data_root, tta, device, batch_size, cache_dir)
+        source = "validation"
     choice = choose_threshold(y, p, method="youden")
     values = binary_metrics(y, p, choice.threshold)
     validation = {name: float(values[name]) for name in METRIC_NAMES}
     calibration = calibrate(y, p, alpha, method=conformal_method, class_conditional=class_conditional)
     conformal = set_summary(prediction_sets(p, calibration), y)
-    chosen_on = f"{split['kind']} predictions ({len(y)} images)"
+    chosen_on = f"{source} predictions ({len(y)} images)"
     extra = {
         "combine": COMBINE_RULE,
         "tta": bool(tta),
+        # out-of-fold predictions were made without TTA: only the members' own validation can say
+        "threshold_chosen_with_tta": bool(tta) and source == "validation",
         "split": split,
         "threshold_choice": {**choice.to_dict(), "chosen_on": chosen_on},
         "members": [
@@ -151,19 +164,22 @@ def create_ensemble(
             "alpha": alpha,
             "method": conformal_method,
             "class_conditional": class_conditional,
-            "source": split["kind"],
+            "source": source,
             "qhat": calibration.to_dict()["qhat"],
         },
     }
     path = save_ensemble(out, payloads, names, threshold=choice.threshold, metrics=validation, extra=extra)
     return EnsembleCreated(
-        path, tuple(names), extra["threshold_choice"], validation, split["kind"], len(y), conformal, bool(tta)
+        path, tuple(names), extra["threshold_choice"], validation, source, len(y), conformal, bool(tta), split
     )
 
 
-def _oof_calibration(cv_dir: Path, payloads: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, dict]:
+def _oof_calibration(
+    cv_dir: Path, payloads: list[dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Labels and calibrated probabilities of the pooled out-of-fold predictions, checked against the
-    fold checkpoints (a fold retrained since would have another temperature/threshold)."""
+    fold checkpoints (a fold retrained since would have another temperature/threshold), and the
+    images per patient id they cover."""
     path = cv_dir / OOF_FILE
     try:
         with path.open(newline="", encoding="utf-8") as fh:
@@ -172,6 +188,9 @@ def _oof_calibration(cv_dir: Path, payloads: list[dict[str, Any]]) -> tuple[np.n
         p = np.array([float(r["calibrated_probability"]) for r in rows])
         folds = np.array([int(r["fold"]) for r in rows])
         temperatures = np.array([float(r["temperature"]) for r in rows])
+        patients: dict[str, int] = {}
+        for r in rows:
+            patients[r["patient_id"]] = patients.get(r["patient_id"], 0) + 1
     except (OSError, KeyError, ValueError, csv.Error) as exc:
         raise DatasetError(f"{path}: cannot read the out-of-fold predictions ({exc})") from None
     for fold, payload in enumerate(payloads):
@@ -181,9 +200,75 @@ def _oof_calibration(cv_dir: Path, payloads: list[dict[str, Any]]) -> tuple[np.n
                 f"{path} does not match {cv_dir}/fold{fold}/best.pt (no rows, or another temperature): the "
                 "fold was retrained after its predictions were written; re-run `pneumocxr cv` in a new folder"
             )
-    source = (payloads[0].get("extra", {}).get("split") or {}).get("source")
-    split = {"kind": "out-of-fold", "source": source, "cv_dir": str(cv_dir), "n_images": len(y)}
-    return y, p, split
+    return y, p, patients
+
+
+def _cv_split(
+    cv_dir: Path, payloads: list[dict[str, Any]], data_root: str | os.PathLike | None, oof: dict[str, int]
+) -> dict[str, Any]:
+    """``extra["split"]`` of a fold ensemble: the patients the cross-validation held out of every fold.
+
+    Rebuilt from the split settings the folds record with ``data.splits.patient_split`` (as
+    ``training.datamodule.cv_holdout_split`` carves it, after ``limit_train_images``) and CHECKED: the
+    rest must be exactly the patients and image counts of the out-of-fold predictions. Folds that
+    record no split, or a cv with ``data.val_fraction=0``, hold nothing out: kind "out-of-fold".
+    """
+    recorded = [(p.get("extra") or {}).get("split") or {} for p in payloads]
+    settings = {
+        (s.get("source"), s.get("split_seed"), s.get("val_fraction"), s.get("limit_train_images"))
+        for s in recorded
+    }
+    source, seed, fraction, limit = next(iter(settings))
+    base = {"cv_dir": str(cv_dir), "n_oof_images": sum(oof.values())}
+    if len(settings) > 1:
+        raise CheckpointError(
+            f"the folds in {cv_dir} record different data settings (data.root/split_seed/val_fraction/"
+            "limit_train_images): they are not one cross-validation; re-run `pneumocxr cv` in a new folder"
+        )
+    if source is None or not fraction:
+        why = (
+            "its folds record no training split"
+            if source is None
+            else "the cross-validation folded every training image (data.val_fraction=0)"
+        )
+        logger.info("%s: no patients held out of the folds: %s", cv_dir, why)
+        return {"kind": "out-of-fold", "source": source, "no_holdout": why, **base}
+    if any(s.get("task", "binary") != "binary" for s in recorded):
+        raise CheckpointError(f"{cv_dir}: only a binary-task cross-validation can become an ensemble")
+    root = Path(data_root if data_root is not None else source).expanduser()
+    records = discover(root).in_split("train")
+    if 0 < limit < len(records):  # as training.datamodule.split_records: whole patients, then the split
+        records = patient_split(records, limit / len(records), seed)[1]
+    development, held_out = patient_split(records, fraction, seed)
+    rebuilt: dict[str, int] = {}
+    for r in development:
+        rebuilt[r.patient_id] = rebuilt.get(r.patient_id, 0) + 1
+    if rebuilt != oof:
+        raise DatasetError(
+            f"{cv_dir}: the folds' images rebuilt from {root} ({len(rebuilt)} patients, {len(development)} "
+            f"images) are not the {len(oof)} patients / {sum(oof.values())} images of its out-of-fold "
+            "predictions, so the held-out patients cannot be told apart: pass --data with the folder the "
+            "cross-validation was trained on (it changed or moved since)"
+        )
+    patients = sorted({f"{r.split}/{r.patient_id}" for r in held_out})
+    logger.info("%s held %d images of %d patients out of every fold", cv_dir, len(held_out), len(patients))
+    return {
+        "kind": "cv-holdout",
+        "source": str(root.resolve()),
+        "split_seed": seed,
+        "val_fraction": fraction,
+        "limit_train_images": limit,
+        "train_counts": _class_counts(development),  # what the folds trained and validated on
+        "val_counts": _class_counts(held_out),
+        "val_patients": patients,
+        "val_patients_sha256": hashlib.sha256("\n".join(patients).encode()).hexdigest(),
+        **base,
+    }
+
+
+def _class_counts(records: Sequence[ImageRecord]) -> list[int]:
+    n_pos = sum(1 for r in records if r.label == PNEUMONIA)
+    return [len(records) - n_pos, n_pos]
 
 
 def _validation_calibration(
@@ -237,10 +322,11 @@ def _validation_calibration(
         cache = PreprocessedCache(cache_dir, first.preprocess.image_size, first.preprocess.resize_mode)
     batch = EnsemblePredictor(predictors, meta, tta=tta).predict_records(records, cache=cache)
     y = np.array([r.label for r in records], dtype=np.int64)
+    # the members' own record (patients, counts, hash): `evaluate --split validation` rebuilds it
     info = {
+        **split,
         "kind": "validation",
         "source": str(root.expanduser().resolve()),
-        "val_patients_sha256": split["val_patients_sha256"],
         "n_images": len(records),
     }
     return y, batch.calibrated_probability, info

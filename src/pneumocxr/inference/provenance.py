@@ -7,6 +7,9 @@ epoch, threshold, temperature) on a patient-level validation split carved from t
 
 - evaluating the carved validation split (``CARVED_VALIDATION_SPLIT``, see ``validation``) chose
   the model: ``could_have_been_used_for_selection = True``, said in a note (an expected, labelled use);
+- evaluating the patients a cross-validation held out of every fold (``HELDOUT_VALIDATION_SPLIT``)
+  with the ensemble of its folds: no fold trained or was selected on them and the ensemble's
+  threshold/calibration come from out-of-fold predictions, so False, said in a note;
 - evaluating ``train`` of the dataset a checkpoint was trained on measures fit, not performance:
   a warning, and ``could_have_been_used_for_selection = True``;
 - ``val``/``test`` of that dataset were never read by training: False (the official ``val`` folder
@@ -32,6 +35,8 @@ SMALL_SPLIT = 50  # fewer images than this: intervals are wide, say so
 # The split name under which inference.validation evaluates the validation split carved from train:
 # the name is the label, so every table row and plot title says what the numbers are.
 CARVED_VALIDATION_SPLIT = "validation (used for model selection: optimistic)"
+# The patients `pneumocxr cv` kept out of every fold, evaluated with the ensemble of those folds.
+HELDOUT_VALIDATION_SPLIT = "held-out validation (no fold trained or selected on it)"
 
 
 @dataclass(frozen=True)
@@ -97,12 +102,22 @@ def selection_check(
             "patients; evaluate 'test' for that"
         )
         return Selection(True, source, True, tuple(notes), tuple(warnings))
-    if same and split == CARVED_VALIDATION_SPLIT:
+    # The two recorded splits were rebuilt from the checkpoint's patient list and checked against its
+    # counts and hash (inference.validation), so they are the recorded images even if the folder moved.
+    if split == CARVED_VALIDATION_SPLIT:
         notes.append(
             "the patient-level validation split carved from 'train' chose this model's epoch, threshold "
             "and temperature: its metrics are optimistic; only a held-out test split measures performance"
         )
-        return Selection(True, source, True, tuple(notes), tuple(warnings))
+        return Selection(True, source, same, tuple(notes), tuple(warnings))
+    if split == HELDOUT_VALIDATION_SPLIT and split_info.get("kind") == "cv-holdout":
+        notes.append(
+            "held-out validation: the cross-validation kept these patients out of every fold (no fold "
+            "trained or was selected on them) and the ensemble's threshold and conformal calibration come "
+            "from out-of-fold predictions, so these metrics are not optimistic, unless the recipe itself "
+            "was tuned on this split (pneumocxr tune selects on the same patient-level validation split)"
+        )
+        return Selection(False, source, same, tuple(notes), tuple(warnings))
     if same:
         notes.append(
             f"split {split!r} was not read by training (fit on 'train', selected on a patient-level "
@@ -111,3 +126,37 @@ def selection_check(
     else:
         notes.append(f"external validation: trained on {source}, evaluated on {dataset.root}")
     return Selection(False, source, same, tuple(notes), tuple(warnings))
+
+
+# ---- how the model was run: TTA / MC-dropout change the numbers, so they travel with them -------------
+
+
+def inference_settings(predictor: object) -> dict[str, object]:
+    """What ``predictor`` does beyond one plain forward pass (for metrics.json and result names).
+
+    ``threshold_chosen_with_these_settings``: the stored threshold (and temperature) were chosen on
+    plain predictions, unless an ensemble file records that its threshold was chosen with TTA.
+    """
+    from pneumocxr.inference.ensemble import TTA_VIEWS, TTAModel  # imports predictor: not at module load
+
+    model = getattr(predictor, "model", None)
+    tta = bool(getattr(predictor, "tta", False)) or isinstance(model, TTAModel)
+    passes = int(getattr(predictor, "mc_passes", 0))
+    meta = getattr(predictor, "meta", None)
+    stored_tta = bool(meta.extra.get("threshold_chosen_with_tta", False)) if meta is not None else False
+    settings: dict[str, object] = {
+        "tta": tta,
+        "tta_views": [list(v) for v in TTA_VIEWS] if tta else [],
+        "mc_dropout_passes": passes,
+        "mc_dropout_seed": getattr(predictor, "mc_seed", None) if passes else None,
+        "threshold_chosen_with_these_settings": tta == stored_tta and not passes,
+    }
+    return settings
+
+
+def inference_suffix(settings: dict[str, object]) -> str:
+    """``+tta``, ``+mc20``, ``+tta+mc20`` or "": appended to the model's name in every result row,
+    so numbers with and without TTA / MC-dropout are never mistaken for one another."""
+    suffix = "+tta" if settings.get("tta") else ""
+    passes = int(settings.get("mc_dropout_passes") or 0)
+    return suffix + (f"+mc{passes}" if passes else "")

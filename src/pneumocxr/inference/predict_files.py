@@ -1,0 +1,119 @@
+"""``predict_images``: P(PNEUMONIA) for image files or folders, one CSV row per image.
+
+The numbers are ``Predictor``'s (the path ``evaluate`` and the API use), so a file predicted here
+gets the probability it gets everywhere else. Columns of the CSV::
+
+    path, prediction (class name), calibrated_probability (what the threshold applies to),
+    probability (uncalibrated), logit, threshold, and ``spread`` for an ensemble file or
+    MC-dropout: the standard deviation of the members' / passes' calibrated probabilities
+
+and beside it ``<csv>.json``: checkpoint (path, sha256, model), threshold, temperature, how the
+model was run (``provenance.inference_settings``: TTA, MC-dropout passes and seed) and the files
+that could not be decoded (each named with its reason; the others are still predicted).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumocxr.data.records import ImageRecord
+from pneumocxr.errors import UnsupportedImageError
+from pneumocxr.explain.images import collect_inputs
+from pneumocxr.inference import outputs
+from pneumocxr.inference.predictor import PredictionBatch, Predictor
+from pneumocxr.inference.provenance import file_sha256, inference_settings
+from pneumocxr.labels import SUBLABEL_UNKNOWN
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 256  # files decoded and predicted at a time
+COLUMNS = ("path", "prediction", "calibrated_probability", "probability", "logit", "threshold")
+
+
+@dataclass(frozen=True)
+class PredictRun:
+    """What ``predict_images`` wrote."""
+
+    csv_path: Path
+    json_path: Path
+    rows: tuple[dict[str, Any], ...]  # one per predicted file, in input order
+    failures: tuple[tuple[str, str], ...]  # (file, why it could not be decoded)
+    inference: dict[str, Any]  # provenance.inference_settings
+
+
+def predict_images(
+    checkpoint: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    *,
+    predictor: Predictor,
+) -> PredictRun:
+    """Predict every image in ``inputs`` (files or folders) with ``predictor`` (loaded from
+    ``checkpoint``) into ``out_csv`` and its JSON (module docstring)."""
+    files = collect_inputs(inputs)
+    records = [ImageRecord(p, label=-1, split="", patient_id="", sublabel=SUBLABEL_UNKNOWN) for p in files]
+    rows: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
+    for start in range(0, len(records), CHUNK):
+        chunk = records[start : start + CHUNK]
+        try:
+            rows += _rows(chunk, predictor.predict_records(chunk))
+        except UnsupportedImageError:  # find the bad file(s); predict the rest one by one
+            for record in chunk:
+                try:
+                    rows += _rows([record], predictor.predict_records([record]))
+                except UnsupportedImageError as exc:
+                    logger.warning("cannot predict %s: %s", record.path, exc.reason)
+                    failures.append((str(record.path), exc.reason))
+    csv_path = Path(out_csv)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    spread = any("spread" in row for row in rows)
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, *(("spread",) if spread else ())])
+        writer.writeheader()
+        writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    settings = inference_settings(predictor)
+    meta = predictor.meta
+    summary = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "model_name": meta.model_name,
+        "threshold": predictor.threshold,
+        "threshold_applies_to": "calibrated_probability",
+        "temperature": predictor.temperature,
+        "inference": settings,
+        "n_images": len(rows),
+        "failures": [{"path": p, "reason": why} for p, why in failures],
+        "predictions_csv": str(csv_path),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    json_path = outputs.write_json(csv_path.with_suffix(".json"), summary)
+    return PredictRun(csv_path, json_path, tuple(rows), tuple(failures), settings)
+
+
+def _rows(records: Sequence[ImageRecord], batch: PredictionBatch) -> list[dict[str, Any]]:
+    spread = getattr(batch, "spread", None)  # ensembles and MC-dropout (inference.ensemble.EnsembleBatch)
+    rows = []
+    for i, record in enumerate(records):
+        item = batch[i]
+        row: dict[str, Any] = {
+            "path": str(record.path),
+            "prediction": item.label,
+            "calibrated_probability": item.calibrated_probability,
+            "probability": item.probability,
+            "logit": item.logit,
+            "threshold": batch.threshold,
+        }
+        if spread is not None:
+            row["spread"] = float(np.asarray(spread)[i])
+        rows.append(row)
+    return rows
