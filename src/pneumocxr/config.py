@@ -23,6 +23,11 @@ T = TypeVar("T")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The tasks a run can train, and the number of classes each has. The same names as
+# ``labels.TASKS`` (config and labels sit side by side in the layer order and may not import each
+# other; tests/test_config.py checks that the two agree).
+TASK_NUM_CLASSES: dict[str, int] = {"binary": 2, "normal-bacterial-viral": 3}
+TASKS: tuple[str, ...] = tuple(TASK_NUM_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,14 @@ class DataConfig:
     # fold ever sees them: they judge the fold ensemble honestly); the folds split the rest.
     # data.val_fraction=0 folds every training image.
     fold: int = 0  # the validation fold (0 … folds-1) when folds >= 2
+    # -- added for the three-class task: what the labels are --
+    # "binary" = NORMAL vs PNEUMONIA (the class folders); "normal-bacterial-viral" = NORMAL /
+    # BACTERIAL / VIRAL from the file names' sub-labels (needs model.num_classes=3; `--task` sets both).
+    task: str = "binary"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"data.task={self.task!r}; use one of {', '.join(TASKS)}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class ModelConfig:
     weights: str = ""  # local weights file for offline use; empty = the library's download (needs internet)
     dropout: float = 0.5  # dropout rate of the classifier head
     image_size: int = 0  # square input side; 0 = the model's default
-    num_classes: int = 2  # 2 = one PNEUMONIA logit; 3 = normal/bacterial/viral
+    num_classes: int = 2  # 2 = one PNEUMONIA logit (data.task=binary); 3 = normal/bacterial/viral
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,22 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        expected = TASK_NUM_CLASSES[self.data.task]
+        if self.model.num_classes != expected:
+            raise ConfigError(
+                f"data.task={self.data.task!r} has {expected} classes but model.num_classes="
+                f"{self.model.num_classes}; set both together with --task {self.data.task} (or "
+                f"--set {' '.join(task_overrides(self.data.task))})"
+            )
+
+
+def task_overrides(task: str) -> list[str]:
+    """The ``--set`` overrides that select ``task``: the labels and a matching number of outputs."""
+    if task not in TASKS:
+        raise ConfigError(f"--task {task!r}; use one of {', '.join(TASKS)}")
+    return [f"data.task={task}", f"model.num_classes={TASK_NUM_CLASSES[task]}"]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -249,6 +278,8 @@ def _plain(data: Any) -> Any:
 
 
 __all__ = [
+    "TASKS",
+    "TASK_NUM_CLASSES",
     "DataConfig",
     "ModelConfig",
     "Preprocess",
@@ -259,5 +290,6 @@ __all__ = [
     "from_dict",
     "load_yaml",
     "resolve_recipe",
+    "task_overrides",
     "to_dict",
 ]

@@ -15,7 +15,7 @@ from tests.inference.conftest import IMAGE_SIZE, write_checkpoint
 from pneumocxr.config import DataConfig, TrainConfig
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import discover
-from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
+from pneumocxr.errors import ConfigError, DatasetError
 from pneumocxr.inference import PredictionBatch, Predictor, resolve_device
 from pneumocxr.labels import CLASS_NAMES
 from pneumocxr.models import create_model, save_checkpoint, to_model_input
@@ -117,7 +117,8 @@ def test_wrong_pixel_shape_or_dtype_is_a_clear_error(predictor):
         predictor.predict_arrays(np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32))
 
 
-def test_multiclass_checkpoint_is_refused(tmp_path):
+def test_multiclass_checkpoint_is_served_with_one_probability_per_class(tmp_path):
+    """(tests/inference/test_three_class.py covers the three-class task in depth.)"""
     model = create_model("custom_cnn", image_size=IMAGE_SIZE, num_classes=3)
     path = save_checkpoint(
         tmp_path / "three.pt",
@@ -127,8 +128,9 @@ def test_multiclass_checkpoint_is_refused(tmp_path):
         preprocess=model.spec.preprocess,
         class_names=("NORMAL", "BACTERIAL", "VIRAL"),
     )
-    with pytest.raises(CheckpointError, match="binary"):
-        Predictor.from_checkpoint(path, device="cpu")
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    batch = predictor.predict_arrays(np.zeros((2, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))
+    assert batch.probabilities.shape == (2, 3) and batch[0].label in ("NORMAL", "BACTERIAL", "VIRAL")
 
 
 def test_devices_are_resolved_or_refused():

@@ -257,7 +257,7 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, data_ro
         text=True,
     )
     try:
-        before = wait_for_a_finished_and_a_running_trial(url, process)
+        before = wait_for_a_finished_and_a_running_trial(url, process, len(cells(params)))
         process.send_signal(how)
         _, stderr = process.communicate(timeout=120)
     finally:
@@ -281,8 +281,12 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, data_ro
     assert len(retried) == 1 and retried[0].params == failed[0].params  # ... ran again, once
 
 
-def wait_for_a_finished_and_a_running_trial(url: str, process: subprocess.Popen) -> dict[int, tuple]:
-    """Poll the study until one trial is complete and the next is training; its complete trials."""
+def wait_for_a_finished_and_a_running_trial(
+    url: str, process: subprocess.Popen, n_trials: int
+) -> dict[int, tuple]:
+    """Poll the study until one trial is complete and the next is training, with at least one trial
+    not yet started (so the search cannot finish before the signal lands, even when polling the
+    SQLite file is slowed by a busy machine); its complete trials."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -292,7 +296,7 @@ def wait_for_a_finished_and_a_running_trial(url: str, process: subprocess.Popen)
             trials = study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state.name == "RUNNING" and "config" in t.user_attrs]
             done = [t for t in trials if t.state.name == "COMPLETE"]
-            if done and running:
+            if done and running and len(done) + len(running) < n_trials:
                 return {t.number: (t.value, t.datetime_complete) for t in done}
         time.sleep(0.1)
     pytest.fail("no trial finished within 180 s")

@@ -1,4 +1,4 @@
-"""``pneumocxr cv --config C [--folds 5] --out DIR [--set key=value …]``: patient-level k-fold CV."""
+"""``pneumocxr cv --config C [--folds 5] [--task T] --out DIR [--set key=value …]``: patient k-fold CV."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from pneumocxr.config import RunConfig, apply_overrides, from_dict, load_yaml
+from pneumocxr.cli.train_cmd import add_task_option, with_task
+from pneumocxr.config import RunConfig, apply_overrides, from_dict, load_yaml, resolve_recipe
 from pneumocxr.errors import ConfigError
 
 
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override settings, e.g. --set train.max_epochs=5 model.image_size=64 (repeatable)",
     )
+    add_task_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="cross-validation folder, e.g. runs/cv5")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
     parser.set_defaults(handler=run)
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def resolve_config(config: Path | None, overrides: list[str], out: Path) -> RunConfig:
     """--config (+ --set), else the config a started cross-validation in --out recorded."""
     if config is not None:
-        return from_dict(RunConfig, apply_overrides(load_yaml(config), overrides))
+        return from_dict(RunConfig, apply_overrides(load_yaml(resolve_recipe(config)), overrides))
     saved = out / "cv.json"
     if not saved.is_file():
         raise ConfigError("pass --config configs/NAME.yaml (only resuming a cross-validation may omit it)")
@@ -48,7 +50,7 @@ def resolve_config(config: Path | None, overrides: list[str], out: Path) -> RunC
 
 
 def run(args: argparse.Namespace) -> int:
-    config = resolve_config(args.config, args.overrides, args.out)
+    config = resolve_config(args.config, with_task(args.overrides, args.task), args.out)
     from pneumocxr.training.cv import SUMMARY_METRICS, run_cv  # Lightning: only when this command runs
 
     for name in ("lightning.pytorch", "lightning.fabric"):

@@ -1,4 +1,5 @@
-"""``pneumocxr evaluate --checkpoint C --data ROOT [--split test] --out DIR``: metrics with 95 % CIs."""
+"""``pneumocxr evaluate --checkpoint C --data ROOT [--split test|validation] [--tta] [--mc-dropout N]
+--out DIR``: metrics with 95 % CIs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from pathlib import Path
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options ``evaluate`` and ``compare`` share."""
     parser.add_argument("--data", required=True, help="dataset folder, CSV manifest or .npz")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split to evaluate (default: test). 'validation' = the patient-level validation split the "
+        "checkpoint records, rebuilt exactly: for a trained checkpoint the split carved from train that "
+        "chose it (labelled optimistic); for an ensemble of a cv folder the patients held out of every "
+        "fold (labelled held-out). A dataset's own val/ (or validation/) folder is --split val",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--n-boot",
@@ -23,11 +31,61 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    add_tta_option(parser)
     parser.add_argument(
         "--results-csv",
         type=Path,
         help="performance table to update (default: OUT/results/performance_metrics.csv)",
     )
+
+
+def add_tta_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation: the mean logit of 5 small shifts/scales (no flips); the model's name "
+        "gets '+tta'. Default: off, or as an ensemble file was created",
+    )
+
+
+def add_mc_dropout_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mc-dropout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="MC-dropout: N stochastic passes with the Dropout layers on; reports their mean calibrated "
+        "probability and per-image spread (std); the model's name gets '+mcN'. Default 0 = off",
+    )
+    parser.add_argument("--mc-seed", type=int, default=0, help="seed of the MC-dropout passes (default 0)")
+
+
+def load_predictor(checkpoint: Path, args: argparse.Namespace):
+    """The checkpoint as ``Predictor``, with --tta and (where the command has it) --mc-dropout."""
+    from pneumocxr.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device=args.device, batch_size=args.batch_size, tta=args.tta
+    )
+    if getattr(args, "mc_dropout", 0):
+        from pneumocxr.inference.mc_dropout import with_mc_dropout
+
+        predictor = with_mc_dropout(predictor, args.mc_dropout, seed=args.mc_seed)
+    return predictor
+
+
+def inference_line(settings: dict) -> str | None:
+    """One printed line when TTA or MC-dropout changed how the model ran, else None."""
+    parts = ["TTA"] if settings["tta"] else []
+    if settings["mc_dropout_passes"]:
+        parts.append(
+            f"MC-dropout {settings['mc_dropout_passes']} passes (seed {settings['mc_dropout_seed']})"
+        )
+    if not parts:
+        return None
+    chosen = "" if settings["threshold_chosen_with_these_settings"] else "; threshold chosen without them"
+    return "inference: " + " + ".join(parts) + chosen
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +95,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate one checkpoint at its stored threshold and at 0.5. Writes predictions.csv, "
         "metrics.json/csv, classification reports and plots into --out and updates the performance table.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="best.pt of a run (or its run folder)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="best.pt of a run (or its run folder), or an ensemble"
+    )
     add_common_options(parser)
+    add_mc_dropout_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -68,6 +129,9 @@ def format_metrics_table(result) -> str:
 
 def print_evaluation(result) -> None:
     """The compact printout of one evaluation."""
+    if getattr(result, "task", "binary") != "binary":  # a k-class checkpoint (evaluate_multiclass)
+        print_multiclass_evaluation(result)
+        return
     ci = result.metrics["checkpoint"].info
     print(
         f"{result.model} ({result.architecture}) on {result.data} [{result.split}]: {ci['n']} images, "
@@ -85,6 +149,31 @@ def print_evaluation(result) -> None:
     print(format_metrics_table(result))
 
 
+def print_multiclass_evaluation(result) -> None:
+    """Header, the classification report with every CI, and the confusion matrix (rows = true class)."""
+    m, names = result.metrics, result.class_names
+    counts = ", ".join(f"{m.support[c]} {c}" for c in names)
+    print(
+        f"{result.model} ({result.architecture}, task {result.task}) on {result.data} [{result.split}]: "
+        f"{m.n} images ({counts}), {m.info['n_patients']} patients; device {result.device}"
+    )
+    for message in result.selection.warnings:
+        print(f"WARNING: {message}")
+    for note in result.selection.notes:
+        print(f"note: {note}")
+    print(
+        f"scored: softmax(logits / {result.predictions.temperature:.4g}), prediction = argmax; 95% CIs: "
+        f"Wilson for proportions, patient bootstrap (n={m.info['n_boot']}) for the rest"
+    )
+    print(m.classification_report())
+    corner = "true / predicted"
+    width = max(len(corner), *(len(c) for c in names))
+    print("confusion matrix (rows = true class, columns = predicted):")
+    print(f"{corner:<{width}}  " + "  ".join(f"{c:>10}" for c in names))
+    for name, row in zip(names, m.confusion):
+        print(f"{name:<{width}}  " + "  ".join(f"{int(v):>10}" for v in row))
+
+
 def n_boot(args: argparse.Namespace) -> int:
     from pneumocxr.evaluation import DEFAULT_N_BOOT
 
@@ -93,11 +182,19 @@ def n_boot(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from pneumocxr.inference import evaluate_checkpoint, resolve_checkpoint
+    from pneumocxr.inference.provenance import inference_settings
+    from pneumocxr.inference.validation import VALIDATION, recorded_validation
 
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    data, split = args.data, args.split
+    if split == VALIDATION:  # the split the checkpoint records, named by what it is (optimistic or held out)
+        data = recorded_validation(checkpoint, args.data)
+        split = data.splits()[0]
+    predictor = load_predictor(checkpoint, args)
     result = evaluate_checkpoint(
-        resolve_checkpoint(args.checkpoint),
-        args.data,
-        split=args.split,
+        checkpoint,
+        data,
+        split=split,
         out_dir=args.out,
         n_boot=n_boot(args),
         seed=args.seed,
@@ -105,8 +202,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         results_csv=args.results_csv,
+        predictor=predictor,
     )
     print_evaluation(result)
+    if line := inference_line(inference_settings(predictor)):
+        print(line)
     print(f"per-image predictions: {result.files['predictions_csv']}")
     print(
         f"metrics:               {result.files['metrics_json']} (and metrics.csv, classification_report.txt)"

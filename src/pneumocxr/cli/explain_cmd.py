@@ -9,7 +9,7 @@ from pathlib import Path
 from pneumocxr.errors import ConfigError
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam")  # mirrors explain.METHODS (checked by a test)
-TARGETS = ("pneumonia", "normal", "predicted")
+TARGETS = ("pneumonia", "normal", "predicted")  # of a binary checkpoint; a k-class one names its own
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,9 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--target",
-        choices=TARGETS,
         default="predicted",
-        help="class to explain: the predicted one (default), or always pneumonia / normal",
+        help="class to explain: the predicted one (default), or always one class: pneumonia / normal for a "
+        "binary checkpoint, normal / bacterial / viral for a normal-bacterial-viral one (any case)",
     )
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda or cuda:N")
     parser.set_defaults(handler=run)

@@ -52,7 +52,7 @@ def patient_split(
     val: list[ImageRecord] = []
     for label, groups in by_class.items():
         if len(groups) < 2:
-            logger.warning("only one %s patient: it stays on the training side", CLASS_NAMES[label])
+            logger.warning("only one %s patient: it stays on the training side", _class_name(label))
         chosen = _fill(groups, float(val_fraction))
         for index, (_, members) in enumerate(groups):
             (val if index in chosen else train).extend(members)
@@ -79,9 +79,9 @@ def patient_kfold(
             logger.warning(
                 "only %d %s patient(s) for %d folds: some validation folds have no %s images",
                 len(groups),
-                CLASS_NAMES[label],
+                _class_name(label),
                 k,
-                CLASS_NAMES[label],
+                _class_name(label),
             )
         load = [0] * k
         # Stable sort: equal-sized patients keep their seeded random order.
@@ -168,7 +168,12 @@ def _fill(groups: list[_Group], fraction: float) -> set[int]:
 
 
 def _names(by_class: dict[int, list[_Group]]) -> str:
-    return ", ".join(CLASS_NAMES[label] for label in sorted(by_class)) or "none"
+    return ", ".join(_class_name(label) for label in sorted(by_class)) or "none"
+
+
+def _class_name(label: int) -> str:
+    """The binary class name, or ``class <i>`` for labels of another task (data.tasks: 0…k-1)."""
+    return CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else f"class {label}"
 
 
 def _sorted(records: Iterable[ImageRecord]) -> list[ImageRecord]:

@@ -217,7 +217,9 @@ def _title(explanation: Explanation, meta: CheckpointMeta, layer: str, method: s
     prob = f"P({meta.class_names[-1] if len(meta.class_names) == 2 else explanation.prediction})"
     agnostic = " (class-agnostic)" if method in CLASS_AGNOSTIC else ""
     calibrated = " calibrated" if meta.temperature != 1.0 else ""
+    # a k-class prediction is the argmax: the stored threshold does not apply to it
+    rule = f"threshold {meta.threshold:.2f}" if len(meta.class_names) == 2 else "argmax"
     return (
         f"{name}: {explanation.prediction},{calibrated} {prob} = {explanation.calibrated_probability:.3f}"
-        f" (threshold {meta.threshold:.2f})\n{method} for {explanation.target_class}{agnostic}, layer {layer}"
+        f" ({rule})\n{method} for {explanation.target_class}{agnostic}, layer {layer}"
     )

@@ -42,7 +42,13 @@ from pneumocxr.evaluation import DEFAULT_N_BOOT, MetricsCI, expected_calibration
 from pneumocxr.inference import outputs
 from pneumocxr.inference.ensemble import EnsemblePredictor, uncertainty_outputs
 from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor, device_description
-from pneumocxr.inference.provenance import Selection, file_sha256, selection_check
+from pneumocxr.inference.provenance import (
+    Selection,
+    file_sha256,
+    inference_settings,
+    inference_suffix,
+    selection_check,
+)
 from pneumocxr.inference.results_table import csv_cell, metric_row, update_performance_csv
 from pneumocxr.labels import CLASS_NAMES
 
@@ -118,7 +124,8 @@ def evaluate_checkpoint(
 
     ``reuse_predictions``: when ``out_dir`` already holds predictions of this exact checkpoint
     (sha256) for the same images, use them instead of running the model again. ``predictor``: an
-    already loaded one for ``checkpoint`` (saves loading it twice).
+    already loaded one for ``checkpoint`` (saves loading it twice). A k-class checkpoint is measured
+    by ``evaluate_multiclass`` and returns a ``MulticlassEvaluationResult`` (never reused).
     """
     out_dir = Path(out_dir)
     checkpoint = Path(checkpoint)
@@ -128,6 +135,25 @@ def evaluate_checkpoint(
     records = records_of_split(dataset, split)
     predictor = predictor or Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
     sha = file_sha256(checkpoint)
+    settings = inference_settings(predictor)  # TTA / MC-dropout: named in the results and metrics.json
+    if len(predictor.meta.class_names) > 2:  # -- k-class task (inference/evaluate_multiclass.py) --
+        from pneumocxr.inference.evaluate_multiclass import evaluate_multiclass
+
+        return evaluate_multiclass(  # type: ignore[return-value]  (a MulticlassEvaluationResult)
+            predictor,
+            checkpoint,
+            sha,
+            dataset,
+            root,
+            split,
+            records,
+            out_dir,
+            model=model_label(checkpoint) + inference_suffix(settings),
+            n_boot=n_boot,
+            seed=seed,
+            cache_dir=cache_dir,
+            results_csv=results_csv,
+        )
     # Ensembles: predictions.csv lacks the members' probabilities (their spread), so never reused.
     reuse = reuse_predictions and not isinstance(predictor, EnsemblePredictor)
     batch = _reusable(out_dir, sha, dataset, split, records, predictor) if reuse else None
@@ -140,7 +166,7 @@ def evaluate_checkpoint(
         logger.info("predicting %d %s images of %s", len(records), split, dataset.root)
         batch = predictor.predict_records(records, cache=cache)
     result = EvaluationResult(
-        model=model_label(checkpoint),
+        model=model_label(checkpoint) + inference_suffix(settings),
         architecture=predictor.meta.model_name,
         checkpoint=checkpoint,
         checkpoint_sha256=sha,
@@ -191,6 +217,7 @@ def _reusable(
         saved.get("checkpoint_sha256") == sha
         and saved.get("data") == str(Path(dataset.root).resolve())
         and saved.get("split") == split
+        and saved.get("inference", inference_settings(None)) == inference_settings(predictor)
         and columns["path"] == [r.display_name for r in records]
         and columns["label"] == [str(r.label) for r in records]
     )
@@ -245,6 +272,7 @@ def _write_outputs(
     files.update(report.files)
     summary = _summary(result, predictor, dataset, n_boot=n_boot, seed=seed, when=when)
     summary["uncertainty"] = report.summary
+    summary["inference"] = inference_settings(predictor)
     files["metrics_json"] = outputs.write_json(out / "metrics.json", summary)
 
 

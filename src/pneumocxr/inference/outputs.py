@@ -39,11 +39,13 @@ PREDICTION_COLUMNS = (
 
 
 def write_predictions(path: Path, records: Sequence[ImageRecord], batch: PredictionBatch) -> Path:
-    """One row per image, in record order (``PREDICTION_COLUMNS``)."""
+    """One row per image, in record order (``PREDICTION_COLUMNS``), plus ``spread`` (the std of the
+    members' / MC-dropout passes' calibrated probabilities) when the batch has members."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    spread = getattr(batch, "spread", None)  # inference.ensemble.EnsembleBatch
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerow(PREDICTION_COLUMNS + (("spread",) if spread is not None else ()))
         for i, r in enumerate(records):
             writer.writerow(
                 [
@@ -56,6 +58,7 @@ def write_predictions(path: Path, records: Sequence[ImageRecord], batch: Predict
                     int(batch.prediction[i]),
                     repr(float(batch.logits[i])),
                 ]
+                + ([repr(float(spread[i]))] if spread is not None else [])
             )
     return path
 

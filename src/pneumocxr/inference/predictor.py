@@ -19,6 +19,12 @@ readings agree.
 
 Probabilities are computed in float64 from the float32 logits, so they saturate at 1.0 only for
 |z| > ~37 rather than ~17: fewer artificial ties in AUC.
+
+A k-class checkpoint (``normal-bacterial-viral``: k logits per image) takes steps 1-3 the same way,
+then ``probabilities = softmax(z / T)`` (N, k), ``prediction = argmax`` (the checkpoint's threshold
+does not apply), ``label`` = that class's name; ``probability`` / ``calibrated_probability`` are the
+raw / calibrated probability of the predicted class. ``PredictionBatch.probabilities`` is (N, k) for
+every checkpoint ([1 - p, p] for a binary one), so callers can treat both alike.
 """
 
 from __future__ import annotations
@@ -27,19 +33,18 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import special
 
 from pneumocxr.config import Preprocess, to_dict
 from pneumocxr.data.cache import PreprocessedCache, decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
-from pneumocxr.labels import CLASS_NAMES, SUBLABEL_UNKNOWN
+from pneumocxr.inference.predictions import Prediction, PredictionBatch
+from pneumocxr.labels import SUBLABEL_UNKNOWN
 from pneumocxr.models import (
     CheckpointMeta,
     PneumoModel,
@@ -52,56 +57,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
 CPU_SPEED_BATCH = 16  # throughput batch on CPU: a 64-image VGG16 batch takes most of a minute there
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's result."""
-
-    logit: float  # raw PNEUMONIA logit z
-    probability: float  # sigmoid(z)
-    calibrated_probability: float  # sigmoid(z / temperature)
-    prediction: int  # 1 = PNEUMONIA when calibrated_probability >= threshold, else 0
-    label: str  # class name of ``prediction``
-
-
-@dataclass(frozen=True)
-class PredictionBatch:
-    """Results for N images, in input order (arrays of shape (N,))."""
-
-    logits: np.ndarray  # float64 raw PNEUMONIA logits
-    probability: np.ndarray  # float64 sigmoid(logits)
-    calibrated_probability: np.ndarray  # float64 sigmoid(logits / temperature)
-    prediction: np.ndarray  # int64, 1 = PNEUMONIA: calibrated_probability >= threshold
-    threshold: float  # applied to calibrated_probability
-    temperature: float
-
-    @classmethod
-    def from_logits(cls, logits: Sequence[float] | np.ndarray, temperature: float, threshold: float):
-        """The only place logits become probabilities and decisions (see the module docstring)."""
-        z = np.asarray(logits, dtype=np.float64).reshape(-1)
-        calibrated = special.expit(z / temperature)
-        return cls(
-            logits=z,
-            probability=special.expit(z),
-            calibrated_probability=calibrated,
-            prediction=(calibrated >= threshold).astype(np.int64),
-            threshold=float(threshold),
-            temperature=float(temperature),
-        )
-
-    def __len__(self) -> int:
-        return len(self.logits)
-
-    def __getitem__(self, i: int) -> Prediction:
-        pred = int(self.prediction[i])
-        return Prediction(
-            logit=float(self.logits[i]),
-            probability=float(self.probability[i]),
-            calibrated_probability=float(self.calibrated_probability[i]),
-            prediction=pred,
-            label=CLASS_NAMES[pred],
-        )
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -142,11 +97,8 @@ class Predictor:
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r}; use a positive whole number (e.g. 64)")
-        if len(meta.class_names) != 2:
-            raise CheckpointError(
-                f"{meta.path}: has classes {list(meta.class_names)}; the predictor serves the binary "
-                f"{'/'.join(CLASS_NAMES)} task only"
-            )
+        if len(meta.class_names) < 2:
+            raise CheckpointError(f"{meta.path}: has classes {list(meta.class_names)}; need at least two")
         self.meta = meta
         self.device = resolve_device(device)
         self.batch_size = batch_size
@@ -164,13 +116,19 @@ class Predictor:
         device: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         tta: bool | None = None,
+        mc_dropout: int = 0,
     ) -> Predictor:
         """Load a self-describing checkpoint (data only, ``weights_only=True``) onto ``device``.
 
         An ensemble file (``pneumocxr ensemble create``) loads too, as an ``EnsemblePredictor``.
         ``tta``: test-time augmentation (``ensemble.TTAModel``); None = off for a checkpoint, as
-        created for an ensemble.
+        created for an ensemble. ``mc_dropout``: N >= 2 stochastic passes (``mc_dropout``, seed 0).
         """
+        if mc_dropout:  # -- MC-dropout (inference/mc_dropout.py): N passes as N ensemble members --
+            from pneumocxr.inference.mc_dropout import with_mc_dropout
+
+            plain = cls.from_checkpoint(path, device=device, batch_size=batch_size, tta=tta)
+            return with_mc_dropout(plain, mc_dropout)
         # -- ensembles and TTA (inference/ensemble.py); imported here: that module imports this one --
         from pneumocxr.inference import ensemble
 
@@ -180,12 +138,17 @@ class Predictor:
         if tta:
             model = ensemble.TTAModel(model)
         predictor = cls(model, meta, device=device, batch_size=batch_size)
+        rule = (
+            f"threshold {meta.threshold:.4g} on the calibrated probability"
+            if predictor.num_classes == 2
+            else f"argmax over {', '.join(meta.class_names)}"
+        )
         logger.info(
-            "loaded %s (%s) on %s: threshold %.4g on the calibrated probability, temperature %.4g",
+            "loaded %s (%s) on %s: %s, temperature %.4g",
             path,
             meta.model_name,
             predictor.device,
-            meta.threshold,
+            rule,
             meta.temperature,
         )
         return predictor
@@ -205,6 +168,15 @@ class Predictor:
         return self.meta.temperature
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        """2 for a binary (one-logit) checkpoint, k for a k-class one."""
+        return len(self.meta.class_names)
+
+    @property
     def num_parameters(self) -> tuple[int, int]:
         """(total, trainable) as saved (trainable = not frozen at save time)."""
         return count_parameters(self.model)
@@ -218,8 +190,9 @@ class Predictor:
             "model_kwargs": dict(self.meta.model_kwargs),
             "class_names": list(self.meta.class_names),
             "preprocess": to_dict(self.preprocess),
+            "task": self.meta.task,
             "threshold": self.threshold,
-            "threshold_applies_to": "calibrated_probability",
+            "threshold_applies_to": "calibrated_probability" if self.num_classes == 2 else "none (argmax)",
             "temperature": self.temperature,
             "parameters": total,
             "trainable_parameters": trainable,
@@ -306,20 +279,22 @@ class Predictor:
             yield np.ascontiguousarray(pixels[start : start + self.batch_size])
 
     def _logits(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, S, S) uint8 → (N,) float32 logits, batch by batch."""
-        out = np.empty(len(pixels), dtype=np.float32)
+        """(N, S, S) uint8 → (N,) float32 logits (k-class checkpoint: (N, k)), batch by batch."""
+        k = self.num_classes
+        out = np.empty(len(pixels) if k == 2 else (len(pixels), k), dtype=np.float32)
         done = 0
         with torch.inference_mode():
             for chunk in self._chunks(pixels):
                 batch = torch.from_numpy(chunk).to(self.device)  # (B, S, S) uint8
                 x = to_model_input(batch, self.preprocess, channels_last=self.channels_last)  # (B, C, S, S)
-                z = self.model(x)  # (B, 1): the PNEUMONIA logit
-                out[done : done + len(chunk)] = z.float().reshape(-1).cpu().numpy()
+                z = self.model(x)  # (B, 1): the PNEUMONIA logit; (B, k) for k classes
+                z = z.float().reshape(-1) if k == 2 else z.float()
+                out[done : done + len(chunk)] = z.cpu().numpy()
                 done += len(chunk)
         return out
 
     def _batch(self, logits: np.ndarray) -> PredictionBatch:
-        return PredictionBatch.from_logits(logits, self.temperature, self.threshold)
+        return PredictionBatch.from_logits(logits, self.temperature, self.threshold, self.class_names)
 
 
 def device_description(device: torch.device) -> str:

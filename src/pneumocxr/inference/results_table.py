@@ -9,6 +9,13 @@ always holds the latest numbers once. The key deliberately:
   checkpoint whose threshold was re-chosen replaces its stale row instead of leaving two rows
   that contradict each other.
 
+A k-class checkpoint (``normal-bacterial-viral``) adds ONE row, ``threshold_kind = "argmax"``, with
+a ``task`` column naming its task (binary rows leave ``task`` empty), its ``class_names``, and its
+metrics in the columns that mean the same thing (``accuracy``, ``balanced_accuracy``, and ``roc_auc``
+= the macro one-vs-rest AUC) plus its own (``macro_precision``, ``macro_recall``, ``macro_f1``,
+``weighted_f1``, ``cohen_kappa``, ``recall_<CLASS>``), each with ``_lo``/``_hi``. The binary-only
+columns (sensitivity, PPV, F1 of PNEUMONIA, …) stay empty in such a row.
+
 Rows from older versions with other columns are kept; the header is the union (existing columns
 first). The file is rewritten atomically under an exclusive lock, so concurrent evaluations
 (e.g. one per model) neither corrupt it nor lose each other's rows.
@@ -23,7 +30,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from pneumocxr.evaluation import METRIC_NAMES, MetricsCI
+from pneumocxr.evaluation import METRIC_NAMES, MetricsCI, MulticlassMetrics
 
 KEY_COLUMNS = ("model", "checkpoint", "data", "split", "threshold_kind")
 
@@ -40,6 +47,40 @@ def metric_row(ci: MetricsCI, **identity: object) -> dict[str, object]:
     undefined = {k: e.note for k, e in ci.estimates.items() if e.note and value_is_nan(e.value)}
     row["undefined"] = "; ".join(f"{k}: {why}" for k, why in undefined.items())
     row["ci_method"] = f"Wilson (proportions), patient bootstrap n={info['n_boot']} (others)"
+    return row
+
+
+# k-class overall metric -> column (the binary column where it means the same thing, else its own)
+MULTICLASS_COLUMNS = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced_accuracy",
+    "macro_auc": "roc_auc",
+    "macro_precision": "macro_precision",
+    "macro_recall": "macro_recall",
+    "macro_f1": "macro_f1",
+    "weighted_f1": "weighted_f1",
+    "cohen_kappa": "cohen_kappa",
+}
+
+
+def multiclass_row(metrics: MulticlassMetrics, *, task: str, **identity: object) -> dict[str, object]:
+    """The one table row of a k-class evaluation (module docstring): decided by argmax."""
+    info = metrics.info
+    row: dict[str, object] = dict(identity)
+    row.update(threshold_kind="argmax", task=task, class_names="/".join(metrics.class_names))
+    row.update(n=metrics.n, n_patients=info.get("n_patients", ""))
+    for name, column in MULTICLASS_COLUMNS.items():
+        e = metrics.overall[name]
+        row.update({column: e.value, f"{column}_lo": e.low, f"{column}_hi": e.high})
+    for name in metrics.class_names:
+        e = metrics.per_class[name]["recall"]
+        row.update({f"recall_{name}": e.value, f"recall_{name}_lo": e.low, f"recall_{name}_hi": e.high})
+    undefined = {k: e.note for k, e in metrics.overall.items() if e.note and value_is_nan(e.value)}
+    row["undefined"] = "; ".join(f"{k}: {why}" for k, why in undefined.items())
+    row["ci_method"] = (
+        f"Wilson (accuracy, per-class recall), {info.get('bootstrap', 'patient_bootstrap')} "
+        f"n={info.get('n_boot', '')} (others); macro AUC = mean one-vs-rest AUC"
+    )
     return row
 
 

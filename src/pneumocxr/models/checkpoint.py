@@ -1,11 +1,11 @@
 """Self-describing checkpoints: a checkpoint is data, never code.
 
 One file holds everything needed to rebuild and use a model: registry name + kwargs, the
-state_dict, the Preprocess (as a dict), class names, decision threshold, temperature, metrics,
-config and library versions. Only tensors, dicts, lists, str, int, float, bool and None go in,
-so it loads with ``torch.load(path, weights_only=True)`` — no pickled classes, nothing to
-execute. Writes are atomic (temp file + ``os.replace``): a crash mid-save leaves the previous
-checkpoint intact, which is what ``--resume`` relies on.
+state_dict, the Preprocess (as a dict), the task and its class names, decision threshold,
+temperature, metrics, config and library versions. Only tensors, dicts, lists, str, int, float,
+bool and None go in, so it loads with ``torch.load(path, weights_only=True)`` — no pickled
+classes, nothing to execute. Writes are atomic (temp file + ``os.replace``): a crash mid-save
+leaves the previous checkpoint intact, which is what ``--resume`` relies on.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import nn
 
 from pneumocxr.config import Preprocess, from_dict, to_dict
 from pneumocxr.errors import CheckpointError, ConfigError
+from pneumocxr.labels import TASKS, task_of_class_names
 from pneumocxr.models.registry import PneumoModel, create_model, num_logits
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class CheckpointMeta:
     extra: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""  # UTC time of writing, ISO 8601
+    # "binary" or "normal-bacterial-viral" (labels.TASKS); checkpoints written before tasks existed
+    # are binary. A k-class checkpoint decides by argmax: ``threshold`` does not apply to it.
+    task: str = "binary"
 
 
 def library_versions() -> dict[str, str]:
@@ -119,10 +123,15 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    task: str | None = None,
 ) -> Path:
-    """Write a self-describing checkpoint atomically; returns its path."""
+    """Write a self-describing checkpoint atomically; returns its path.
+
+    ``task``: labels.TASKS; None = the task whose classes ``class_names`` are.
+    """
     class_names = [str(c) for c in class_names]
     _check_consistent(model, model_name, dict(model_kwargs), class_names)
+    task = _task(task, class_names)
     if not (math.isfinite(threshold) and math.isfinite(temperature) and temperature > 0):
         raise CheckpointError(f"threshold={threshold}, temperature={temperature}: need finite values, T > 0")
     payload = {
@@ -133,6 +142,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "preprocess": _plain(to_dict(preprocess), "preprocess"),
         "class_names": class_names,
+        "task": task,
         "threshold": float(threshold),
         "temperature": float(temperature),
         "metrics": _plain(metrics or {}, "metrics"),
@@ -212,5 +222,19 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[Pneumo
         extra=dict(data.get("extra", {})),
         versions=dict(data.get("versions", {})),
         created=str(data.get("created", "")),
+        task=str(data.get("task") or task_of_class_names(data["class_names"]) or "custom"),
     )
     return model, meta
+
+
+def _task(task: str | None, class_names: list[str]) -> str:
+    """The task to record: as given (checked against the classes), else inferred from them."""
+    inferred = task_of_class_names(class_names)
+    if task is None:
+        return inferred or "custom"
+    if task not in TASKS or inferred != task:
+        raise CheckpointError(
+            f"task={task!r} does not fit class_names={class_names}; use one of {', '.join(TASKS)} "
+            "with its own classes (labels.TASK_CLASS_NAMES)"
+        )
+    return task

@@ -10,6 +10,10 @@ val_loss than the next epoch with AUC 1.0 (measured on the synthetic set of the 
 EarlyStopping and ReduceLROnPlateau keep watching val_loss, as in the reference recipe: for
 "is it still improving" a smooth proper score is the better signal; a tied AUC keeps the
 earlier checkpoint.
+
+The k-class task logs under the same names (module.py): val_auc is the macro one-vs-rest AUC,
+val_sensitivity/val_specificity are macro recall/specificity, so the same columns and selection
+rule apply; only the curves' labels say which (``multiclass=True``).
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def standard_callbacks(
     epoch_offset: int = 0,
     every_n_steps: int = 0,
     progress: bool = True,
+    multiclass: bool = False,
 ) -> tuple[ModelCheckpoint, list[Callback]]:
     """(best-checkpoint callback, all callbacks) for one training phase."""
     best, savers = checkpoint_callbacks(ckpt_dir, every_n_steps)
@@ -96,7 +101,7 @@ def standard_callbacks(
         *savers,
         early_stopping(patience),
         LearningRateMonitor(logging_interval="epoch"),
-        HistoryWriter(history_csv, phase=phase, epoch_offset=epoch_offset),
+        HistoryWriter(history_csv, phase=phase, epoch_offset=epoch_offset, multiclass=multiclass),
     ]
     if progress:
         callbacks.append(TQDMProgressBar())
@@ -111,10 +116,11 @@ class HistoryWriter(Callback):
     trained with (of the first parameter group: the head's, when there are several).
     """
 
-    def __init__(self, path: Path, *, phase: int = 1, epoch_offset: int = 0):
+    def __init__(self, path: Path, *, phase: int = 1, epoch_offset: int = 0, multiclass: bool = False):
         self.path = Path(path)
         self.phase = phase
         self.epoch_offset = epoch_offset
+        self.multiclass = multiclass
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -128,7 +134,7 @@ class HistoryWriter(Callback):
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
         rows = [r for r in read_history(self.path) if int(r["epoch"]) < row["epoch"]]
         write_history(self.path, [*rows, row])
-        plot_history([*rows, row], self.path.with_name("training_curves.png"))
+        plot_history([*rows, row], self.path.with_name("training_curves.png"), multiclass=self.multiclass)
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -156,8 +162,10 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def plot_history(rows: list[dict[str, Any]], path: Path) -> None:
-    """Loss (train, val) and validation AUC vs epoch, side by side; object-oriented matplotlib only."""
+def plot_history(rows: list[dict[str, Any]], path: Path, *, multiclass: bool = False) -> None:
+    """Loss (train, val) and validation AUC vs epoch, side by side; object-oriented matplotlib only.
+
+    ``multiclass``: label the axes for a k-class run (cross-entropy, macro AUC, argmax accuracy)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -166,10 +174,14 @@ def plot_history(rows: list[dict[str, Any]], path: Path) -> None:
     loss_ax, auc_ax = figure.subplots(1, 2)
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train")
     loss_ax.plot(epochs, [r["val_loss"] for r in rows], marker="o", label="validation")
-    loss_ax.set(xlabel="epoch", ylabel="binary cross-entropy", title="Loss")
+    loss_name = "cross-entropy" if multiclass else "binary cross-entropy"
+    loss_ax.set(xlabel="epoch", ylabel=loss_name, title="Loss")
     loss_ax.legend()
-    auc_ax.plot(epochs, [r["val_auc"] for r in rows], marker="o", color="tab:green", label="AUC")
-    auc_ax.plot(epochs, [r["val_acc"] for r in rows], marker=".", color="tab:gray", label="accuracy at 0.5")
+    auc_name, acc_name = (
+        ("macro AUC (one-vs-rest)", "accuracy (argmax)") if multiclass else ("AUC", "accuracy at 0.5")
+    )
+    auc_ax.plot(epochs, [r["val_auc"] for r in rows], marker="o", color="tab:green", label=auc_name)
+    auc_ax.plot(epochs, [r["val_acc"] for r in rows], marker=".", color="tab:gray", label=acc_name)
     auc_ax.set(xlabel="epoch", ylabel="validation score", title="Validation AUC and accuracy")
     auc_ax.legend()
     finetune = [r["epoch"] for r in rows if r["phase"] == 2]

@@ -126,6 +126,12 @@ def run_cv(config: RunConfig, out_dir: str | Path, *, folds: int = 5, progress: 
             f"data.folds={config.data.folds} in the config but --folds {folds}; drop data.folds from the "
             "config (cv sets it per fold)"
         )
+    if config.data.task != "binary":  # -- the k-class task: out-of-fold summaries are binary for now --
+        raise ConfigError(
+            f"pneumocxr cv: data.task={config.data.task!r} is not supported yet (the out-of-fold predictions "
+            "and fold summaries are binary); train the three-class task with `pneumocxr train --task "
+            f"{config.data.task}`, or cross-validate the binary task"
+        )
     out_dir = Path(out_dir)
     config = replace(config, data=replace(config.data, folds=0, fold=0))  # the shared part of every fold
     _check_cv_dir(config, out_dir, folds)

@@ -32,8 +32,9 @@ from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import discover
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.splits import assert_no_patient_leak, patient_kfold, patient_split
+from pneumocxr.data.tasks import label_for_task
 from pneumocxr.errors import ConfigError, DatasetError
-from pneumocxr.labels import CLASS_NAMES, PNEUMONIA
+from pneumocxr.labels import NORMAL, task_class_names
 from pneumocxr.models.inputs import to_model_input  # the one pixels → input conversion
 from pneumocxr.training.augment import BatchAugmenter, augment_params
 
@@ -51,10 +52,15 @@ class SplitInfo:
     split_seed: int
     val_fraction: float
     limit_train_images: int  # 0 = the whole train folder
-    train_counts: tuple[int, int]  # images per class (NORMAL, PNEUMONIA)
+    train_counts: tuple[int, int]  # images per class (NORMAL, PNEUMONIA), whatever the task
     val_counts: tuple[int, int]
     val_patients: tuple[str, ...]  # "split/patient_id", sorted
     val_patients_sha256: str  # sha256 of the newline-joined list
+    # -- added for the three-class task: the counts per class of the task that was trained --
+    task: str = "binary"
+    class_names: tuple[str, ...] = ()
+    train_class_counts: tuple[int, ...] = ()  # images per class_names entry
+    val_class_counts: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,9 +74,12 @@ def split_records(
 
     ``limit_train_images`` first keeps a deterministic, class-stratified subset of whole patients
     of about that many images (smoke runs); the split is then carved from that subset.
+    Records are labelled for ``data.task`` first (``data.tasks``), so every split and subset is
+    stratified on the task's classes.
     """
     dataset = discover(data.root)
     records = dataset.in_split("train")
+    records = label_for_task(records, data.task, where=f"the train split of {dataset.root}")
     if not records:
         raise DatasetError(
             f"{dataset.root}: no images in a 'train' split "
@@ -97,10 +106,11 @@ def split_records(
     else:
         train, val = patient_split(records, data.val_fraction, data.split_seed)
     assert_no_patient_leak(train, val)
+    names = task_class_names(data.task)
     for name, part in (("training", train), ("validation", val)):
         present = {r.label for r in part}
-        if len(present) < 2:
-            missing = [CLASS_NAMES[i] for i in range(2) if i not in present]
+        if len(present) < len(names):
+            missing = [names[i] for i in range(len(names)) if i not in present]
             raise DatasetError(
                 f"the {name} split of {dataset.root} has no {', '.join(missing)} images "
                 f"({len(records)} images in all); use more images (train.limit_train_images) or a "
@@ -119,9 +129,28 @@ def cv_holdout_split(
 
 
 def class_counts(records: Sequence[ImageRecord]) -> tuple[int, int]:
-    """(n_NORMAL, n_PNEUMONIA)."""
-    n_pos = sum(1 for r in records if r.label == PNEUMONIA)
+    """(n_NORMAL, n_PNEUMONIA): every non-NORMAL class of a task is a pneumonia."""
+    n_pos = sum(1 for r in records if r.label != NORMAL)
     return len(records) - n_pos, n_pos
+
+
+def task_counts(records: Sequence[ImageRecord], num_classes: int) -> tuple[int, ...]:
+    """Images per class index 0…num_classes-1."""
+    counts = np.bincount([r.label for r in records], minlength=num_classes)
+    return tuple(int(c) for c in counts)
+
+
+def class_weights(records: Sequence[ImageRecord], class_names: Sequence[str]) -> list[float]:
+    """Cross-entropy weight per class that balances the classes: n / (k · n_c) (sklearn's "balanced").
+
+    With these weights every class contributes the same total weight, and the mean weight per image
+    is 1, so the loss keeps the scale of the unweighted one.
+    """
+    counts = task_counts(records, len(class_names))
+    if min(counts) == 0:
+        shown = ", ".join(f"{n} {name}" for name, n in zip(class_names, counts))
+        raise DatasetError(f"cannot balance classes with {shown} images")
+    return [len(records) / (len(counts) * c) for c in counts]
 
 
 def pos_weight(records: Sequence[ImageRecord]) -> float:
@@ -137,6 +166,7 @@ def split_info(
 ) -> SplitInfo:
     patients = sorted({f"{r.split}/{r.patient_id}" for r in val})
     digest = hashlib.sha256("\n".join(patients).encode()).hexdigest()
+    names = task_class_names(data.task)
     return SplitInfo(
         source=str(Path(data.root).expanduser().resolve()),
         split_seed=data.split_seed,
@@ -146,6 +176,10 @@ def split_info(
         val_counts=class_counts(val),
         val_patients=tuple(patients),
         val_patients_sha256=digest,
+        task=data.task,
+        class_names=names,
+        train_class_counts=task_counts(train, len(names)),
+        val_class_counts=task_counts(val, len(names)),
     )
 
 
@@ -196,6 +230,7 @@ class ChestXrayDataModule(L.LightningDataModule):
         if train.batch_size < 1:
             raise ConfigError(f"train.batch_size={train.batch_size}; use 1 or more")
         self.data_cfg, self.train_cfg, self.preprocess = data, train, preprocess
+        self.class_names = task_class_names(data.task)
         self.augment = augment_params(train.augment)
         self.cache_dir = Path(cache_dir)
         self.pin_memory = pin_memory
@@ -220,6 +255,17 @@ class ChestXrayDataModule(L.LightningDataModule):
     def pos_weight(self) -> float | None:
         """The loss's positive weight for class_balance="loss", else None."""
         return pos_weight(self.records()[0]) if self.train_cfg.class_balance == "loss" else None
+
+    def loss_settings(self) -> dict[str, Any]:
+        """ClassifierModule's class and loss-weight arguments for this task and class_balance."""
+        k = len(self.class_names)
+        if k == 2:
+            return {"pos_weight": self.pos_weight()}
+        balanced = self.train_cfg.class_balance == "loss"
+        return {
+            "num_classes": k,
+            "class_weights": class_weights(self.records()[0], self.class_names) if balanced else None,
+        }
 
     # ---- Lightning hooks -------------------------------------------------------------------
 
@@ -246,12 +292,13 @@ class ChestXrayDataModule(L.LightningDataModule):
             "train": PixelDataset(pixels[:n], labels[:n]),
             "val": PixelDataset(pixels[n:], labels[n:]),
         }
+        k = len(self.class_names)
         logger.info(
             "training on %d images %s, validating on %d %s",
             n,
-            class_counts(train),
+            class_counts(train) if k == 2 else dict(zip(self.class_names, task_counts(train, k))),
             len(val),
-            class_counts(val),
+            class_counts(val) if k == 2 else dict(zip(self.class_names, task_counts(val, k))),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -260,7 +307,7 @@ class ChestXrayDataModule(L.LightningDataModule):
         sampler = None
         if self.train_cfg.class_balance == "sampler":
             labels = dataset.labels.long()
-            per_class = torch.bincount(labels, minlength=2).double()
+            per_class = torch.bincount(labels, minlength=len(self.class_names)).double()
             weights = (1.0 / per_class)[labels]  # each class drawn equally often
             sampler = WeightedRandomSampler(
                 weights, num_samples=len(dataset), replacement=True, generator=generator

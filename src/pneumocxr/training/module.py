@@ -2,7 +2,14 @@
 
 Inputs arrive already normalised and augmented (the DataModule does that on the device, see
 ``datamodule.py``), so this module only sees ``(images, labels)`` with images (N, C, H, W)
-float and labels (N,) float in {0, 1}.
+float and labels (N,) float: {0, 1} for the binary task, class indices 0…k-1 for k > 2 classes.
+
+Binary (``num_classes=2``): one PNEUMONIA logit, BCE with ``pos_weight``. k classes (the
+``normal-bacterial-viral`` task): k logits, softmax cross-entropy with per-class ``class_weights``.
+The validation metrics keep their names either way, so checkpoint selection (``val_auc``), early
+stopping and the LR plateau (``val_loss``) and history.csv work unchanged. For k classes they mean:
+``val_auc`` macro one-vs-rest AUC, ``val_acc`` accuracy of the argmax, ``val_sensitivity`` macro
+recall, ``val_specificity`` macro specificity, ``val_loss`` the unweighted mean cross-entropy.
 """
 
 from __future__ import annotations
@@ -17,7 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryRecall, BinarySpecificity
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryRecall,
+    BinarySpecificity,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassRecall,
+    MulticlassSpecificity,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +67,12 @@ def make_optimizer(
 
 
 class ClassifierModule(L.LightningModule):
-    """Binary PNEUMONIA-vs-NORMAL training of a model that outputs (N, 1) logits.
+    """Training of a model that outputs (N, 1) PNEUMONIA logits (binary) or (N, k) logits (k > 2).
 
     ``param_groups``: optimiser groups (dicts with "params" and optionally "lr"/"name"); default
     is every trainable parameter at ``lr``. ``pos_weight``: the BCE weight of positive samples
-    (class-weighted loss), None for none.
+    (binary class-weighted loss), None for none. ``class_weights``: the cross-entropy weight of each
+    of the ``num_classes`` classes (k > 2), None for none.
     """
 
     def __init__(
@@ -68,33 +85,73 @@ class ClassifierModule(L.LightningModule):
         plateau_factor: float = 0.5,
         plateau_patience: int = 5,
         param_groups: list[dict[str, Any]] | None = None,
+        num_classes: int = 2,
+        class_weights: list[float] | None = None,
     ):
         super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}; a classifier needs at least 2 classes")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
         self.save_hyperparameters(ignore=["model", "param_groups"])
         self.model = model
         self._param_groups = param_groups
+        self.num_classes = num_classes
+        self.multiclass = num_classes > 2
         weight = torch.tensor([pos_weight if pos_weight is not None else 1.0], dtype=torch.float32)
         self.register_buffer("pos_weight", weight, persistent=False)
+        weights = torch.tensor(class_weights or [1.0] * num_classes, dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
         self.val_loss = MeanMetric()
-        self.val_acc = BinaryAccuracy(threshold=0.5)
-        self.val_auc = BinaryAUROC()
-        self.val_sensitivity = BinaryRecall(threshold=0.5)
-        self.val_specificity = BinarySpecificity(threshold=0.5)
+        if self.multiclass:
+            k = num_classes
+            self.val_acc = MulticlassAccuracy(num_classes=k, average="micro")
+            self.val_auc = MulticlassAUROC(num_classes=k, average="macro")  # one-vs-rest, mean over classes
+            self.val_sensitivity = MulticlassRecall(num_classes=k, average="macro")
+            self.val_specificity = MulticlassSpecificity(num_classes=k, average="macro")
+        else:
+            self.val_acc = BinaryAccuracy(threshold=0.5)
+            self.val_auc = BinaryAUROC()
+            self.val_sensitivity = BinaryRecall(threshold=0.5)
+            self.val_specificity = BinarySpecificity(threshold=0.5)
         # When True, validation also keeps every (logit, label) so the caller can calibrate on them.
         self.collect_predictions = False
         self._collected: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) → (N,) PNEUMONIA logits in float32."""
+        """(N, C, H, W) → (N,) PNEUMONIA logits (binary) or (N, k) class logits, in float32."""
         logits = self.model(images)
+        if self.multiclass:
+            if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"{self.num_classes}-class training needs (N, {self.num_classes}) logits, "
+                    f"the model gave {tuple(logits.shape)}"
+                )
+            return logits.float()
         if logits.ndim != 2 or logits.shape[1] != 1:
             raise ValueError(f"binary training needs (N, 1) logits, the model gave {tuple(logits.shape)}")
         return logits[:, 0].float()
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, *, weighted: bool = True) -> torch.Tensor:
+        """Per-image loss (N,): BCE (binary) or softmax cross-entropy (k classes), class-weighted or not.
+
+        Weighted per image, as the mean of the training step divides by N (Keras' class_weight
+        semantics, the binary pos_weight too), not by the sum of the weights as torch's weighted
+        cross-entropy ``reduction="mean"`` would.
+        """
+        if self.multiclass:
+            weight = self.class_weights if weighted else None
+            return F.cross_entropy(logits, labels.long(), weight=weight, reduction="none")
+        pos_weight = self.pos_weight if weighted else None
+        return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight, reduction="none")
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
+        if self.multiclass:
+            loss = self.loss(logits, labels).mean()
+        else:  # unchanged binary path (bit-identical to the mean of self.loss)
+            loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
         self.log(
             "train_loss",
             loss,
@@ -112,8 +169,8 @@ class ClassifierModule(L.LightningModule):
         # val_loss is the UNweighted mean BCE over every validation image (as Keras reports it:
         # class weights shape the training objective, not the yardstick). The MeanMetric and the
         # torchmetrics states all-gather across DDP ranks, so the value is the whole set's.
-        self.val_loss.update(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
-        probs = torch.sigmoid(logits)
+        self.val_loss.update(self.loss(logits, labels, weighted=False))
+        probs = torch.softmax(logits, dim=1) if self.multiclass else torch.sigmoid(logits)
         targets = labels.long()
         for metric in (self.val_acc, self.val_auc, self.val_sensitivity, self.val_specificity):
             metric.update(probs, targets)
@@ -132,12 +189,13 @@ class ClassifierModule(L.LightningModule):
         self._collected = []
 
     def collected_predictions(self) -> tuple[np.ndarray, np.ndarray]:
-        """(logits (N,), labels (N,)) of the last validation pass, from every DDP rank.
+        """(logits (N,) or (N, k), labels (N,)) of the last validation pass, from every DDP rank.
 
         Ranks hold different numbers of images (the validation sampler does not pad), so they are
         gathered as objects, which allows uneven sizes.
         """
-        logits = torch.cat([z for z, _ in self._collected]) if self._collected else torch.empty(0)
+        empty = torch.empty((0, self.num_classes) if self.multiclass else 0)
+        logits = torch.cat([z for z, _ in self._collected]) if self._collected else empty
         labels = torch.cat([y for _, y in self._collected]) if self._collected else torch.empty(0)
         parts = [(logits, labels)]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
