@@ -6,6 +6,7 @@ whether to show progress, and extra callbacks for every phase.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,17 @@ import torch
 from pneumocxr.config import RunConfig
 from pneumocxr.training.hardware import resolve_devices, resolve_num_nodes
 
+# Lightning warnings that say nothing about the user's run, printed on every one of them:
+# - its own use of a torch pytree API that torch deprecated (a Lightning matter, not ours);
+# - "modules in eval mode at the start of training": the frozen backbone's BatchNorm layers are kept in
+#   eval mode on purpose (PneumoModel.train in models/registry.py), so their statistics do not drift.
+_NOISE = (r".*isinstance\(treespec, LeafSpec\).*", r".*module\(s\) in eval mode at the start of training.*")
+
 
 def make_trainer(config: RunConfig, settings: dict[str, Any], callbacks: list, logger: Any) -> L.Trainer:
     """A Trainer for ``config.train.max_epochs``; without callbacks it is a quiet validate-only one."""
+    for message in _NOISE:
+        warnings.filterwarnings("ignore", message=message)
     return L.Trainer(
         accelerator=settings["accelerator"],
         devices=resolve_devices(config.train.devices),
