@@ -94,3 +94,13 @@ def test_single_class_data_still_draws(tmp_path):
     assert (tmp_path / "roc.csv").exists()
     plots.plot_precision_recall(np.zeros(12, dtype=int), p, tmp_path / "pr.png")
     assert (tmp_path / "pr.png").exists()
+
+
+def test_long_titles_are_wrapped_to_the_figure_not_clipped(tmp_path, data):
+    y, p, _ = data
+    cm = confusion_matrix(y, (p >= 0.5).astype(int))
+    title = "a_model_name on validation (used for model selection: optimistic) (n=784), at threshold 0.4325"
+    fig = plots.plot_confusion_matrix(cm, tmp_path / "cm.png", title=title)
+    lines = fig.axes[0].get_title().split("\n")
+    assert len(lines) >= 3  # the title wrapped, plus the "count (% of true class)" line
+    assert " ".join(lines).startswith(title[:40]) and max(map(len, lines)) < len(title)

@@ -9,6 +9,7 @@ plotted point) and returns the ``Figure`` for embedding (e.g. in the HTML report
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,12 +32,24 @@ Array = Sequence | np.ndarray
 
 
 def _finish(fig: Figure, path: str | Path, rows: list[dict]) -> Figure:
+    _wrap_titles(fig)
     png = Path(path).with_suffix(".png")
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=DPI)
     write_rows(png.with_suffix(".csv"), rows)
     logger.info("wrote %s and %s", png, png.with_suffix(".csv").name)
     return fig
+
+
+def _wrap_titles(fig: Figure) -> None:
+    """Wrap each axes title to the width of its figure: titles carry the model and split names
+    ("validation (used for model selection: optimistic)"), which a centred one-line title clips."""
+    width = fig.get_figwidth()
+    for ax in fig.axes:
+        title = ax.get_title()
+        if title:
+            chars = max(20, int(width * 72 / (0.62 * ax.title.get_fontsize())))  # ~0.62 em per character
+            ax.set_title("\n".join(textwrap.fill(line, chars) for line in title.split("\n")))
 
 
 def _square_axes(ax, xlabel: str, ylabel: str) -> None:
