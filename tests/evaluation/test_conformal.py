@@ -40,7 +40,7 @@ def mean_coverage(
 ) -> tuple[float, float]:
     """(average empirical coverage, average share of two-class sets) over independent draws."""
     rng = np.random.default_rng(123)
-    coverage, refer = [], []
+    coverage, two_class = [], []
     for _ in range(draws):
         y_cal, p_cal = draw(rng, n_cal)
         y_test, p_test = draw(rng, 200)
@@ -48,8 +48,8 @@ def mean_coverage(
         cal = calibrate(y_cal, p_cal, alpha, method=method, **kwargs, **extra)
         summary = set_summary(prediction_sets(p_test, cal, **extra), y_test)
         coverage.append(summary["coverage"])
-        refer.append(summary["share_uncertain_refer"])
-    return float(np.mean(coverage)), float(np.mean(refer))
+        two_class.append(summary["share_two_class"])
+    return float(np.mean(coverage)), float(np.mean(two_class))
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.2])
@@ -103,7 +103,33 @@ def test_lac_sets_by_hand():
     assert set_labels(sets) == ["PNEUMONIA", "NORMAL|PNEUMONIA", "NORMAL", "NORMAL|PNEUMONIA"]
     summary = set_summary(sets, np.array([1, 0, 1, 1]))
     assert summary["coverage"] == 0.75 and summary["share_uncertain_refer"] == 0.5
+    assert summary["share_two_class"] == 0.5 and summary["share_empty"] == 0.0
     assert summary["singleton_accuracy"] == 0.5 and summary["mean_set_size"] == 1.5
+
+
+def test_empty_lac_sets_below_the_models_accuracy_are_referrals_too(tmp_path):
+    # a 100 %-accurate calibration set: scores 1 - p_y = 0.01 … 0.10; alpha = 0.2 -> rank
+    # ceil(11 * 0.8) = 9 -> q̂ = 0.09 < 0.5: a class is kept only when its probability >= 0.91
+    y = np.ones(10, dtype=np.int64)
+    p = 1.0 - np.arange(1, 11) / 100
+    cal = calibrate(y, p, 0.2)
+    assert cal.qhat[0] == pytest.approx(0.09)
+    test_p, test_y = np.array([0.95, 0.5, 0.03, 0.2]), np.array([1, 0, 0, 0])
+    sets = prediction_sets(test_p, cal)
+    assert set_labels(sets) == ["PNEUMONIA", "", "NORMAL", ""]  # no class plausible: empty, no two-class
+    summary = set_summary(sets, test_y)
+    assert summary["share_empty"] == 0.5 and summary["share_two_class"] == 0.0
+    assert summary["share_uncertain_refer"] == 0.5  # empty sets are referred, not hidden
+    assert summary["share_normal_only"] + summary["share_pneumonia_only"] + 0.5 == 1.0
+    report = uncertainty_report(tmp_path, test_y, test_p, 0.5, calibration=cal)
+    rows = (tmp_path / "uncertainty.csv").read_text().splitlines()
+    refer = [line.split(",")[rows[0].split(",").index("refer")] for line in rows[1:]]
+    assert refer == ["False", "True", "False", "True"]
+    assert report.summary["conformal"]["share_uncertain_refer"] == 0.5
+    point = [
+        line for line in (tmp_path / "risk_coverage.csv").read_text().splitlines() if "conformal" in line
+    ]
+    assert point and point[0].split(",")[1] == "0.5"  # decided = 1 - refer
 
 
 def test_too_few_calibration_images_give_full_sets(caplog):

@@ -7,27 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from tests.inference.conftest import write_checkpoint
 
 from pneumocxr.cli.main import main
 from pneumocxr.explain import explain_images
 from pneumocxr.labels import THREE_CLASS_NAMES
-from pneumocxr.models import create_model, save_checkpoint
 
 
 def three_class_checkpoint(path: Path) -> Path:
-    torch.manual_seed(0)
-    kwargs = {"image_size": 32, "in_channels": 1, "num_classes": 3}
-    model = create_model("custom_cnn", **kwargs)
-    return save_checkpoint(
-        path,
-        model,
-        model_name="custom_cnn",
-        model_kwargs=kwargs,
-        preprocess=model.spec.preprocess,
-        class_names=THREE_CLASS_NAMES,
-        temperature=1.3,
-    )
+    return write_checkpoint(path, temperature=1.3, task="normal-bacterial-viral")
 
 
 def test_default_target_is_the_argmax_class_and_a_named_class_can_be_asked(tmp_path, make_png):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pneumocxr.labels import CLASS_NAMES
+from pneumocxr.labels import task_class_names
 from pneumocxr.models import create_model, save_checkpoint
 
 IMAGE_SIZE = 32
@@ -21,10 +21,17 @@ def write_checkpoint(
     temperature: float = 1.0,
     in_channels: int = 1,
     extra: dict | None = None,
+    task: str = "binary",
 ) -> Path:
-    """An untrained but deterministic custom_cnn checkpoint; its logits differ between images."""
+    """An untrained but deterministic custom_cnn checkpoint; its logits differ between images.
+
+    ``task``: labels.TASKS; a k-class task gets k logits and its own class names (one helper for the
+    binary and the three-class tests of inference and explain).
+    """
     torch.manual_seed(seed)
     kwargs = {"image_size": IMAGE_SIZE, "in_channels": in_channels}
+    if task != "binary":
+        kwargs["num_classes"] = len(task_class_names(task))
     model = create_model("custom_cnn", **kwargs)
     return save_checkpoint(
         path,
@@ -32,7 +39,8 @@ def write_checkpoint(
         model_name="custom_cnn",
         model_kwargs=kwargs,
         preprocess=model.spec.preprocess,
-        class_names=CLASS_NAMES,
+        class_names=task_class_names(task),
+        task=task,
         threshold=threshold,
         temperature=temperature,
         extra=extra,

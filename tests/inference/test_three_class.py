@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from tests.conftest import make_kermany_tree
-from tests.inference.conftest import IMAGE_SIZE
+from tests.inference.conftest import write_checkpoint
 
 from pneumocxr.cli.main import main
 from pneumocxr.data.discovery import discover
@@ -21,7 +21,7 @@ from pneumocxr.evaluation import multiclass_metrics
 from pneumocxr.inference import PredictionBatch, Predictor, evaluate_checkpoint
 from pneumocxr.inference.results_table import update_performance_csv
 from pneumocxr.labels import THREE_CLASS_NAMES
-from pneumocxr.models import create_model, load_checkpoint, save_checkpoint
+from pneumocxr.models import load_checkpoint
 
 N_BOOT = 30
 TASK = "normal-bacterial-viral"
@@ -29,19 +29,7 @@ TASK = "normal-bacterial-viral"
 
 def write_three_class_checkpoint(path: Path, *, temperature: float = 1.5, seed: int = 0) -> Path:
     """An untrained, deterministic 3-logit custom_cnn checkpoint of the three-class task."""
-    torch.manual_seed(seed)
-    kwargs = {"image_size": IMAGE_SIZE, "in_channels": 1, "num_classes": 3}
-    model = create_model("custom_cnn", **kwargs)
-    return save_checkpoint(
-        path,
-        model,
-        model_name="custom_cnn",
-        model_kwargs=kwargs,
-        preprocess=model.spec.preprocess,
-        class_names=THREE_CLASS_NAMES,
-        task=TASK,
-        temperature=temperature,
-    )
+    return write_checkpoint(path, temperature=temperature, seed=seed, task=TASK)
 
 
 @pytest.fixture(scope="module")

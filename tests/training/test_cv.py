@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -15,13 +16,14 @@ import yaml
 from tests.conftest import make_kermany_tree
 
 from pneumocxr.cli.main import main
-from pneumocxr.config import DataConfig
+from pneumocxr.config import DataConfig, RunConfig
 from pneumocxr.data.discovery import discover
 from pneumocxr.data.splits import patient_key
 from pneumocxr.errors import ConfigError
 from pneumocxr.inference import Predictor
 from pneumocxr.models import load_checkpoint
-from pneumocxr.training.datamodule import split_records
+from pneumocxr.training.cv import holdout_split
+from pneumocxr.training.datamodule import split_info, split_records
 
 K = 3
 SETTINGS = {
@@ -125,6 +127,22 @@ def test_oof_predictions_are_what_the_fold_model_predicts(cv_run):
         got = np.array([float(mine[str(r.path)]["calibrated_probability"]) for r in val])
         np.testing.assert_array_equal(got, batch.calibrated_probability)
         assert all(float(mine[str(r.path)]["threshold"]) == meta.threshold for r in val)
+
+
+@pytest.mark.slow
+def test_cv_json_records_the_held_out_patients_as_training_records_its_split(cv_run, tmp_path):
+    root, _, out, _ = cv_run
+    held = json.loads((out / "cv.json").read_text())["holdout_split"]
+    ordinary = split_info(DataConfig(root=str(root)), 0, *split_records(DataConfig(root=str(root))))
+    # the patients (and settings) an ordinary run with the same recipe validates on: in no fold
+    assert held["kind"] == "cv-holdout" and held["val_patients"]
+    for key in ("source", "split_seed", "val_fraction", "val_patients", "val_patients_sha256", "val_counts"):
+        assert held[key] == ordinary.as_dict()[key], key
+    oof = read_csv(out / "oof_predictions.csv")
+    assert sum(held["train_counts"]) == len(oof)  # train_* = what the folds split
+    assert not {r["patient_id"] for r in oof} & {p.split("/")[1] for p in held["val_patients"]}
+    # data.val_fraction=0 folds every image: nothing held out
+    assert holdout_split(RunConfig(data=DataConfig(root=str(root), val_fraction=0.0)), []) is None
 
 
 @pytest.mark.slow

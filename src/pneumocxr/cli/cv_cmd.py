@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from pneumocxr.cli.common_args import add_overrides_option
 from pneumocxr.cli.train_cmd import add_task_option, with_task
 from pneumocxr.config import RunConfig, apply_overrides, from_dict, load_yaml, resolve_recipe
 from pneumocxr.errors import ConfigError
@@ -23,14 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", type=Path, help="YAML recipe (see configs/); optional when resuming")
     parser.add_argument("--folds", type=int, default=5, help="number of folds k (default 5)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override settings, e.g. --set train.max_epochs=5 model.image_size=64 (repeatable)",
+    add_overrides_option(
+        parser,
+        "override settings, e.g. --set train.max_epochs=5 model.image_size=64 (repeatable)",
     )
     add_task_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="cross-validation folder, e.g. runs/cv5")

@@ -6,6 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
+from pneumocxr.cli.common_args import add_device_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -47,8 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument(
         "--tta", action="store_true", help="test-time augmentation (small shifts/scales, no flips) by default"
     )
-    create.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    create.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    add_device_options(create)
     create.add_argument("--cache-dir", type=Path, help="preprocessed-image cache for the validation images")
     create.set_defaults(handler=run_create)
     show = actions.add_parser("show", help="members, threshold and calibration of an ensemble file")
@@ -84,7 +85,8 @@ def run_create(args: argparse.Namespace) -> int:
     )
     print(
         f"conformal ({made.calibration_source}, n={made.n_calibration}): coverage {c['coverage']:.3f}, "
-        f"{100 * c['share_uncertain_refer']:.1f}% of images get both classes (uncertain: refer)"
+        f"{100 * c['share_uncertain_refer']:.1f}% of images get no single class (uncertain: refer; "
+        f"{100 * c['share_two_class']:.1f}% both classes, {100 * c['share_empty']:.1f}% none plausible)"
     )
     print(f"wrote {made.path}; use it like a checkpoint: pneumocxr evaluate --checkpoint {made.path} …")
     if made.split.get("kind") == "cv-holdout":  # patients no fold saw: the honest check of this ensemble

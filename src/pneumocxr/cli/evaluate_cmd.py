@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pneumocxr.cli.common_args import add_device_options
+
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options ``evaluate`` and ``compare`` share."""
@@ -29,8 +31,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", type=Path, help="preprocessed-image cache to read/fill (default: none)"
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    add_device_options(parser)
     add_tta_option(parser)
     parser.add_argument(
         "--results-csv",

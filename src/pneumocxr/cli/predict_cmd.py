@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pneumocxr.cli.common_args import add_device_options
 from pneumocxr.cli.evaluate_cmd import add_mc_dropout_options, add_tta_option, inference_line, load_predictor
 
 
@@ -25,8 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="PNG, JPEG, DICOM or folders"
     )
     parser.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
-    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    add_device_options(parser)
     add_tta_option(parser)
     add_mc_dropout_options(parser)
     parser.set_defaults(handler=run)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumocxr.cli import run_steps, run_weights
+from pneumocxr.cli.common_args import add_overrides_option
 from pneumocxr.cli.run_recipes import PRESETS, model_names, plan_models, resolve_preset
 from pneumocxr.cli.run_steps import RunState
 from pneumocxr.config import to_dict
@@ -86,14 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "preset's (cpu: efficientnet_lite0, custom_cnn, vgg16_transfer; reference: custom_cnn, "
         "vgg16_transfer); see `pneumocxr models list`",
     )  # fmt: skip
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override every model's recipe, e.g. --set train.max_epochs=3 model.image_size=128; "
+    add_overrides_option(
+        run,
+        "override every model's recipe, e.g. --set train.max_epochs=3 model.image_size=128; "
         "MODEL:KEY=VALUE for one model, e.g. vgg16_transfer:model.weights=/path/vgg16.pth",
     )
     run.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per CPU)")

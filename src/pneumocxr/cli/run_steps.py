@@ -307,25 +307,23 @@ def _split_summary(ev: EvalSplit, n: int, result: Any) -> dict[str, Any]:
 def gradcam(state: RunState) -> str:
     """gradcam_visualizations.png for the best model (ROC AUC) on the first evaluation split."""
     try:
-        from pneumocxr.explain import gradcam_grid
+        from pneumocxr.explain import gradcam_grid_for
     except ModuleNotFoundError as exc:
         note = f"skipped: Grad-CAM is not available ({exc})"
         print(f"   {note}")
         return note
-    from pneumocxr.models import load_checkpoint
 
     ev, result = state.results["evaluate"][0]
     aucs = {name: e.metrics["checkpoint"]["roc_auc"][0] for name, e in result.evaluations.items()}
     best = max(aucs, key=lambda k: -np.inf if np.isnan(aucs[k]) else aucs[k])
     evaluation = result.evaluations[best]
-    model, meta = load_checkpoint(evaluation.checkpoint)
-    out = gradcam_grid(
-        model,
+    # gradcam_grid_for opens a checkpoint or an ensemble file (members' maps averaged) alike
+    out = gradcam_grid_for(
+        evaluation.checkpoint,
         ev.dataset.in_split(ev.split),
         evaluation.predictions.calibrated_probability,
         state.out / "plots" / "gradcam_visualizations.png",
         threshold=evaluation.predictions.threshold,
-        preprocess=meta.preprocess,
     )
     state.summary["gradcam"] = {"model": best, "split": ev.split, "figure": str(out), "chosen_by": "ROC AUC"}
     print(f"   {best} (highest ROC AUC) on {ev.split} -> {out}")

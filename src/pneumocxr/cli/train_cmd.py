@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from pneumocxr.cli.common_args import add_overrides_option
 from pneumocxr.config import (
     TASKS,
     RunConfig,
@@ -26,14 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Writes config.yaml, checkpoints/, history.csv, training_curves.png and best.pt into --out.",
     )
     parser.add_argument("--config", type=Path, help="YAML recipe (see configs/); optional with --resume")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override settings, e.g. --set train.lr=3e-4 model.image_size=128 (repeatable)",
+    add_overrides_option(
+        parser,
+        "override settings, e.g. --set train.lr=3e-4 model.image_size=128 (repeatable)",
     )
     add_task_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/vgg16")

@@ -7,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from pneumocxr.cli.common_args import add_overrides_option
 from pneumocxr.config import load_yaml, resolve_recipe
 
 
@@ -37,14 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="finished trials the study should reach, all workers together (default: the search YAML's)",
     )
     parser.add_argument("--study-name", default="pneumocxr-search", help="study name inside the storage")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override base settings, e.g. --set data.root=PATH train.max_epochs=2 (repeatable)",
+    add_overrides_option(
+        parser,
+        "override base settings, e.g. --set data.root=PATH train.max_epochs=2 (repeatable)",
     )
     parser.set_defaults(handler=run)
 

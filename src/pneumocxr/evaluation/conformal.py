@@ -4,14 +4,18 @@ Why: a probability says how sure the model is on average; a conformal set comes 
 guarantee. Calibrated on n held-out (validation) images, the set contains the true class for at
 least 1 − α of new images from the same distribution (Vovk et al. 2005; Angelopoulos & Bates,
 "A Gentle Introduction to Conformal Prediction", 2021). In the binary case a set is {NORMAL},
-{PNEUMONIA}, both (the model cannot decide at this coverage: "uncertain — refer") or, rarely with
-LAC at large α, empty. The share of two-class sets is the referral rate the guarantee costs.
+{PNEUMONIA}, both (the model cannot decide at this coverage) or empty (no class is plausible). LAC
+returns empty sets whenever the coverage target 1 − α is below the model's accuracy (q̂ < 0.5): on
+real data at 95 % a ~97 %-accurate ensemble gave 2.3 % empty and no two-class sets. For a clinician
+both mean "refer": ``share_uncertain_refer`` (the referral rate the guarantee costs) counts EMPTY and
+two-class sets; ``share_empty`` and ``share_two_class`` report the two kinds separately.
 
 Scores (lower = the class fits the image better), on class probabilities π = (1 − p, p) with p the
 CALIBRATED P(PNEUMONIA):
 
 - ``"lac"`` (least ambiguous set-valued classifier, Sadinle et al. 2019): s(x, y) = 1 − π_y; the
-  set is {y : π_y ≥ 1 − q̂}. Smallest sets on average; never empty when q̂ ≥ 0.5.
+  set is {y : π_y ≥ 1 − q̂}. Smallest sets on average; never empty when q̂ ≥ 0.5, and empty for the
+  images with max π_y < 1 − q̂ when q̂ < 0.5 (a coverage target below the model's accuracy).
 - ``"aps"`` (adaptive prediction sets, Romano et al. 2020): s(x, y) = mass of the classes ranked
   above y plus π_y. Deterministic by default: the top class is always in the set and the other
   joins when π_top < q̂ (coverage ≥ 1 − α, conservative). ``randomized=True`` draws U ~ U(0, 1)
@@ -162,19 +166,24 @@ def prediction_sets(
 
 
 def set_labels(sets: np.ndarray) -> list[str]:
-    """Each set as text: "NORMAL", "PNEUMONIA", "NORMAL|PNEUMONIA" (refer) or "" (empty)."""
+    """Each set as text: "NORMAL", "PNEUMONIA", "NORMAL|PNEUMONIA" or "" (empty); the last two: refer."""
     return ["|".join(name for name, keep in zip(CLASS_NAMES, row) if keep) for row in np.asarray(sets)]
 
 
 def set_summary(sets: np.ndarray, y: np.ndarray | None = None) -> dict:
-    """Shares of each set kind, mean set size and (with labels) empirical coverage, overall and per class."""
+    """Shares of each set kind, mean set size and (with labels) empirical coverage, overall and per class.
+
+    ``share_uncertain_refer`` = every set that is not one class: ``share_two_class`` + ``share_empty``
+    (module docstring: an empty set is a referral too, not a decision).
+    """
     sets = np.asarray(sets, dtype=bool)
     n = len(sets)
     size = sets.sum(axis=1)
     summary: dict = {
         "n": n,
         "mean_set_size": float(size.mean()) if n else math.nan,
-        "share_uncertain_refer": float((size == 2).mean()) if n else math.nan,
+        "share_uncertain_refer": float((size != 1).mean()) if n else math.nan,  # empty or two-class
+        "share_two_class": float((size == 2).mean()) if n else math.nan,
         "share_empty": float((size == 0).mean()) if n else math.nan,
         "share_normal_only": float((sets[:, 0] & ~sets[:, 1]).mean()) if n else math.nan,
         "share_pneumonia_only": float((sets[:, 1] & ~sets[:, 0]).mean()) if n else math.nan,

@@ -203,7 +203,7 @@ def plot_risk_coverage(
         )
         rows.extend(curve.rows())
     if conformal is not None and not math.isnan(conformal.get("singleton_accuracy", math.nan)):
-        decided = 1.0 - conformal["share_uncertain_refer"] - conformal["share_empty"]
+        decided = 1.0 - conformal["share_uncertain_refer"]  # refer = empty or two-class sets
         alpha = conformal["calibration"]["alpha"]
         ax.plot(
             [decided], [conformal["singleton_accuracy"]], "k*", ms=11,

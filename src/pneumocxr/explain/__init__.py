@@ -11,7 +11,7 @@ from pneumocxr.explain.cam import (
     target_layer,
 )
 from pneumocxr.explain.geometry import content_box, to_original_geometry
-from pneumocxr.explain.grid import gradcam_grid, select_cases
+from pneumocxr.explain.grid import gradcam_grid, gradcam_grid_for, select_cases
 from pneumocxr.explain.images import ExplainFailure, ExplainRun, Explanation, collect_inputs, explain_images
 from pneumocxr.explain.overlay import blend, save_overlay
 
@@ -29,6 +29,7 @@ __all__ = [
     "content_box",
     "explain_images",
     "gradcam_grid",
+    "gradcam_grid_for",
     "resolve_targets",
     "save_overlay",
     "select_cases",

@@ -16,7 +16,6 @@ with the members' probabilities and their spread.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -28,12 +27,18 @@ import torch
 from pneumocxr.data.cache import decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.sources import load_pixels
-from pneumocxr.errors import UnsupportedImageError
 from pneumocxr.explain._input import probabilities, to_model_input
 from pneumocxr.explain.cam import CLASS_AGNOSTIC, compute_cam, resolve_targets
 from pneumocxr.explain.geometry import to_original_geometry
-from pneumocxr.explain.images import ExplainFailure, ExplainRun, Explanation, _file_record, _stems, _title
-from pneumocxr.explain.overlay import save_overlay
+from pneumocxr.explain.images import (
+    ExplainRun,
+    Explanation,
+    _file_record,
+    _title,
+    explain_each,
+    output_paths,
+    write_outputs,
+)
 from pneumocxr.models import CheckpointMeta, PneumoModel
 from pneumocxr.models.ensemble_file import load_ensemble
 
@@ -53,16 +58,11 @@ def explain_ensemble_images(
     members, meta = load_ensemble(checkpoint)
     for model, _ in members:
         model.to(device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    done, failed = [], []
-    for path, stem in zip(files, _stems(files)):
-        try:
-            done.append(explain_ensemble_file(members, meta, path, out / stem, method=method, target=target))
-        except UnsupportedImageError as exc:
-            logger.warning("cannot explain %s: %s", path, exc.reason)
-            failed.append(ExplainFailure(str(path), exc.reason))
-    return ExplainRun(out, tuple(done), tuple(failed))
+    return explain_each(
+        files,
+        out_dir,
+        lambda path, stem: explain_ensemble_file(members, meta, path, stem, method=method, target=target),
+    )
 
 
 def explain_ensemble_file(
@@ -100,13 +100,9 @@ def explain_ensemble_file(
         probability=float(np.mean(raw)),
         calibrated_probability=p_calibrated,
         target_class=target_class,
-        overlay=stem.with_name(stem.name + ".overlay.png"),
-        raw_map=stem.with_name(stem.name + ".cam.npy"),
-        report=stem.with_name(stem.name + ".json"),
+        **output_paths(stem),
     )
-    np.save(explanation.raw_map, raw_map)
     layer = f"{len(members)} members' {layers[0]}" if len(set(layers)) == 1 else f"{len(members)} members"
-    save_overlay(explanation.overlay, full, mean_aligned, title=_title(explanation, meta, layer, method))
     names = meta.model_kwargs.get("members", [f"member{i}" for i in range(len(members))])
     report = {
         "source": explanation.source,
@@ -130,9 +126,9 @@ def explain_ensemble_file(
         "image_size": {"height": height, "width": width},
         "raw_map_geometry": "model input" if same_input else "original image",
         "map_empty": bool(mean_aligned.max() <= 0),
-        "outputs": {"overlay": explanation.overlay.name, "raw_map": explanation.raw_map.name},
     }
-    explanation.report.write_text(json.dumps(report, indent=2) + "\n")
+    title = _title(explanation, meta, layer, method)
+    write_outputs(explanation, raw_map, full, mean_aligned, title=title, report=report)
     return explanation
 
 

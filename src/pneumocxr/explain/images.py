@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,12 +138,22 @@ def explain_images(
         )
     model, meta = load_checkpoint(checkpoint, map_location=device)
     model.to(device)
+    return explain_each(
+        files, out_dir, lambda path, stem: explain_file(model, meta, path, stem, method=method, target=target)
+    )
+
+
+def explain_each(
+    files: Sequence[Path], out_dir: str | os.PathLike, explain_one: Callable[[Path, Path], Explanation]
+) -> ExplainRun:
+    """``explain_one(file, out_dir/stem)`` for every file; an undecodable one goes to ``failures``
+    (logged) and the others are still explained."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done, failed = [], []
     for path, stem in zip(files, _stems(files)):
         try:
-            done.append(explain_file(model, meta, path, out / stem, method=method, target=target))
+            done.append(explain_one(path, out / stem))
         except UnsupportedImageError as exc:
             logger.warning("cannot explain %s: %s", path, exc.reason)
             failed.append(ExplainFailure(str(path), exc.reason))
@@ -182,12 +193,8 @@ def explain_file(
         probability=float(raw[0, shown]),
         calibrated_probability=float(calibrated[0, shown]),
         target_class=result.target_classes[0],
-        overlay=stem.with_name(stem.name + ".overlay.png"),
-        raw_map=stem.with_name(stem.name + ".cam.npy"),
-        report=stem.with_name(stem.name + ".json"),
+        **output_paths(stem),
     )
-    np.save(explanation.raw_map, result.maps[0])
-    save_overlay(explanation.overlay, full, aligned, title=_title(explanation, meta, result.layer, method))
     report = {
         "source": explanation.source,
         "prediction": explanation.prediction,
@@ -206,10 +213,36 @@ def explain_file(
         "image_size": {"height": height, "width": width},
         "model_input": {"size": meta.preprocess.image_size, "resize_mode": meta.preprocess.resize_mode},
         "map_empty": bool(result.maps[0].max() <= 0),
-        "outputs": {"overlay": explanation.overlay.name, "raw_map": explanation.raw_map.name},
     }
-    explanation.report.write_text(json.dumps(report, indent=2) + "\n")
+    title = _title(explanation, meta, result.layer, method)
+    write_outputs(explanation, result.maps[0], full, aligned, title=title, report=report)
     return explanation
+
+
+def output_paths(stem: Path) -> dict[str, Path]:
+    """``Explanation``'s output files for ``stem``: overlay PNG, raw map .npy, JSON report."""
+    return {
+        "overlay": stem.with_name(stem.name + ".overlay.png"),
+        "raw_map": stem.with_name(stem.name + ".cam.npy"),
+        "report": stem.with_name(stem.name + ".json"),
+    }
+
+
+def write_outputs(
+    explanation: Explanation,
+    raw_map: np.ndarray,
+    image: np.ndarray,
+    aligned: np.ndarray,
+    *,
+    title: str,
+    report: dict[str, Any],
+) -> None:
+    """Write ``raw_map`` (.npy), the overlay of ``aligned`` (map in ``image``'s geometry) on ``image``,
+    and ``report`` (JSON, with the output names added) to ``explanation``'s paths."""
+    np.save(explanation.raw_map, raw_map)
+    save_overlay(explanation.overlay, image, aligned, title=title)
+    report = {**report, "outputs": {"overlay": explanation.overlay.name, "raw_map": explanation.raw_map.name}}
+    explanation.report.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _title(explanation: Explanation, meta: CheckpointMeta, layer: str, method: str) -> str:

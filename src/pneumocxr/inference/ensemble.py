@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,9 +45,9 @@ from pneumocxr.inference.predictor import (
     Prediction,
     PredictionBatch,
     Predictor,
-    device_description,
+    file_record,
+    time_steps,
 )
-from pneumocxr.labels import SUBLABEL_UNKNOWN
 from pneumocxr.models import CheckpointMeta
 from pneumocxr.models.ensemble_file import is_ensemble_file, load_ensemble
 
@@ -236,15 +234,13 @@ class EnsemblePredictor(Predictor):
 
     def predict_file_batch(self, path: str | os.PathLike) -> EnsembleBatch:
         """One image file as a one-image ``EnsembleBatch`` (with the members' probabilities)."""
-        record = ImageRecord(Path(path), label=-1, split="", patient_id="", sublabel=SUBLABEL_UNKNOWN)
-        return self.predict_records([record])
+        return self.predict_records([file_record(path)])
 
     def measure_throughput(
         self, *, seconds: float = 2.0, batch_size: int | None = None, seed: int = 0
     ) -> dict[str, Any]:
         """Images per second of the whole ensemble step (every member), decoding excluded."""
-        if batch_size is None:
-            batch_size = 16 if self.device.type == "cpu" else self.batch_size
+        batch_size = self._speed_batch(batch_size)
         rng = np.random.default_rng(seed)
         pixels = {
             key: rng.integers(0, 256, (batch_size, key[0], key[0]), dtype=np.uint8) for key in self.groups
@@ -255,21 +251,7 @@ class EnsemblePredictor(Predictor):
                 for i in indices:
                     self.members[i].predict_arrays(pixels[key])
 
-        step()  # warm-up
-        images, start = 0, time.perf_counter()
-        while True:
-            step()
-            images += batch_size
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-        return {
-            "images_per_s": images / elapsed,
-            "device": device_description(self.device),
-            "batch_size": batch_size,
-            "images_timed": images,
-            "seconds": elapsed,
-        }
+        return time_steps(step, batch_size, seconds, self.device)
 
 
 def _concatenate(batches: list[PredictionBatch]) -> PredictionBatch:

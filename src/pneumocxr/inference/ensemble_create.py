@@ -46,7 +46,8 @@ from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
 from pneumocxr.inference.provenance import file_sha256
 from pneumocxr.labels import PNEUMONIA
 from pneumocxr.models import CheckpointMeta
-from pneumocxr.models.ensemble_file import checkpoint_payload, member_from_payload, save_ensemble
+from pneumocxr.models.checkpoint import rebuild_model
+from pneumocxr.models.ensemble_file import checkpoint_payload, save_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -208,10 +209,12 @@ def _cv_split(
 ) -> dict[str, Any]:
     """``extra["split"]`` of a fold ensemble: the patients the cross-validation held out of every fold.
 
-    Rebuilt from the split settings the folds record with ``data.splits.patient_split`` (as
-    ``training.datamodule.cv_holdout_split`` carves it, after ``limit_train_images``) and CHECKED: the
-    rest must be exactly the patients and image counts of the out-of-fold predictions. Folds that
-    record no split, or a cv with ``data.val_fraction=0``, hold nothing out: kind "out-of-fold".
+    Read from ``cv.json["holdout_split"]`` (what ``training.cv`` recorded; no data needed) and
+    checked against the folds and the out-of-fold predictions. A cv folder from before that was
+    recorded, or ``data_root`` given (the data moved: it must still be the data the folds split), is
+    rebuilt from the data (``_rebuilt_holdout``) and CHECKED against the out-of-fold predictions, and
+    against the recorded patients where there are some. Folds that record no split, or a cv with
+    ``data.val_fraction=0``, hold nothing out: kind "out-of-fold".
     """
     recorded = [(p.get("extra") or {}).get("split") or {} for p in payloads]
     settings = {
@@ -235,7 +238,24 @@ def _cv_split(
         return {"kind": "out-of-fold", "source": source, "no_holdout": why, **base}
     if any(s.get("task", "binary") != "binary" for s in recorded):
         raise CheckpointError(f"{cv_dir}: only a binary-task cross-validation can become an ensemble")
-    root = Path(data_root if data_root is not None else source).expanduser()
+    held = _recorded_holdout(cv_dir, (source, seed, fraction, limit), oof)
+    if held is not None and data_root is None:
+        return {**held, **base}
+    rebuilt = _rebuilt_holdout(cv_dir, Path(data_root or source).expanduser(), seed, fraction, limit, oof)
+    if held is not None and held["val_patients_sha256"] != rebuilt["val_patients_sha256"]:
+        raise DatasetError(
+            f"{cv_dir}: the patients held out of the folds rebuilt from {data_root} are not the ones "
+            f"{CV_FILE} records; pass --data with the folder the cross-validation was trained on"
+        )
+    return {**(held or rebuilt), "source": rebuilt["source"], **base}
+
+
+def _rebuilt_holdout(
+    cv_dir: Path, root: Path, seed: int, fraction: float, limit: int, oof: dict[str, int]
+) -> dict[str, Any]:
+    """The held-out split rebuilt from ``root`` with ``data.splits.patient_split`` (as
+    ``training.datamodule.cv_holdout_split`` carves it, after ``limit_train_images``), CHECKED: the
+    rest must be exactly the patients and image counts of the out-of-fold predictions."""
     records = discover(root).in_split("train")
     if 0 < limit < len(records):  # as training.datamodule.split_records: whole patients, then the split
         records = patient_split(records, limit / len(records), seed)[1]
@@ -262,8 +282,38 @@ def _cv_split(
         "val_counts": _class_counts(held_out),
         "val_patients": patients,
         "val_patients_sha256": hashlib.sha256("\n".join(patients).encode()).hexdigest(),
-        **base,
     }
+
+
+def _recorded_holdout(cv_dir: Path, settings: tuple, oof: dict[str, int]) -> dict[str, Any] | None:
+    """``cv.json["holdout_split"]``, checked: it records the folds' split settings, its patients hash
+    to its sha256, none of them is in the out-of-fold predictions, and its ``train_counts`` are their
+    images. None for a cv folder from before it was recorded (the caller rebuilds the split)."""
+    try:
+        held = json.loads((cv_dir / CV_FILE).read_text(encoding="utf-8")).get("holdout_split")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(held, dict):
+        return None
+    patients = list(held.get("val_patients", []))
+    keys = ("source", "split_seed", "val_fraction", "limit_train_images")
+    problems = []
+    if tuple(held.get(k) for k in keys) != settings:
+        problems.append(f"it records other split settings than the folds ({', '.join(keys)})")
+    if hashlib.sha256("\n".join(patients).encode()).hexdigest() != held.get("val_patients_sha256"):
+        problems.append("its held-out patients do not match their sha256")
+    if any(p.split("/", 1)[-1] in oof for p in patients):
+        problems.append("some of its held-out patients are in the out-of-fold predictions")
+    folded = sum(held.get("train_counts", []))
+    if folded != sum(oof.values()):
+        problems.append(f"its folds had {folded} images, the OOF predictions {sum(oof.values())}")
+    if problems:
+        raise DatasetError(
+            f"{cv_dir / CV_FILE}: holdout_split does not describe this cross-validation: "
+            f"{'; '.join(problems)}; the folder changed after `pneumocxr cv` wrote it: re-run it in a new one"
+        )
+    logger.info("%s: %d patients held out of every fold (from %s)", cv_dir, len(patients), CV_FILE)
+    return {**held, "kind": "cv-holdout"}
 
 
 def _class_counts(records: Sequence[ImageRecord]) -> list[int]:
@@ -304,7 +354,7 @@ def _validation_calibration(
             f"{root}: found {len(records)} images of the recorded validation patients, the members recorded "
             f"{sum(split['val_counts'])}; pass --data with the folder they were trained on"
         )
-    members = [member_from_payload(p, n) for p, n in zip(payloads, names)]
+    members = [rebuild_model(p, n) for p, n in zip(payloads, names)]
     predictors = [
         Predictor(TTAModel(model) if tta else model, meta, device=device, batch_size=batch_size)
         for model, meta in members

@@ -27,61 +27,44 @@ import csv
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import Dataset, discover
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import DatasetError
 from pneumocxr.evaluation import DEFAULT_N_BOOT, MetricsCI, expected_calibration_error, metrics_with_ci
 from pneumocxr.inference import outputs
 from pneumocxr.inference.ensemble import EnsemblePredictor, uncertainty_outputs
-from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor, device_description
-from pneumocxr.inference.provenance import (
-    Selection,
-    file_sha256,
-    inference_settings,
-    inference_suffix,
-    selection_check,
+from pneumocxr.inference.evaluation_files import (
+    CONFIDENCE,
+    Evaluated,
+    checkpoint_meta_summary,
+    evaluated_fields,
+    identity,
+    prediction_cache,
+    summary,
+    write_performance_rows,
 )
-from pneumocxr.inference.results_table import csv_cell, metric_row, update_performance_csv
+from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor
+from pneumocxr.inference.provenance import file_sha256, inference_settings, inference_suffix
+from pneumocxr.inference.results_table import csv_cell, metric_row
 from pneumocxr.labels import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 
 FIXED_THRESHOLD = 0.5
-CONFIDENCE = 0.95
 
 
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What ``evaluate_checkpoint`` measured and where it wrote it."""
+@dataclass(frozen=True, kw_only=True)
+class EvaluationResult(Evaluated):
+    """What ``evaluate_checkpoint`` measured (``Evaluated``: on what, and where it wrote it)."""
 
-    model: str  # display name (run folder name for runs/NAME/best.pt, else the file stem)
-    architecture: str  # registry name
-    checkpoint: Path
-    checkpoint_sha256: str
-    data: str  # dataset root actually read
-    split: str
-    out_dir: Path
-    paths: tuple[str, ...]  # evaluated images, in order
-    labels: np.ndarray  # (N,) 0/1
-    patient_ids: tuple[str, ...]
-    predictions: PredictionBatch
     metrics: dict[str, MetricsCI]  # threshold kind ("checkpoint", "fixed_0.5") → metrics with CIs
-    selection: Selection
-    device: str
-    reused_predictions: bool
-    files: dict[str, Path] = field(default_factory=dict)  # predictions_csv, metrics_json, plots …
-
-    @property
-    def n_images(self) -> int:
-        return len(self.labels)
 
     def undefined(self, kind: str = "checkpoint") -> dict[str, str]:
         """metric → why it is NaN, at one threshold kind."""
@@ -159,27 +142,13 @@ def evaluate_checkpoint(
     batch = _reusable(out_dir, sha, dataset, split, records, predictor) if reuse else None
     reused = batch is not None
     if batch is None:
-        cache = None
-        if cache_dir is not None:
-            pre = predictor.preprocess
-            cache = PreprocessedCache(cache_dir, pre.image_size, pre.resize_mode)
         logger.info("predicting %d %s images of %s", len(records), split, dataset.root)
-        batch = predictor.predict_records(records, cache=cache)
+        batch = predictor.predict_records(records, cache=prediction_cache(predictor, cache_dir))
     result = EvaluationResult(
         model=model_label(checkpoint) + inference_suffix(settings),
-        architecture=predictor.meta.model_name,
-        checkpoint=checkpoint,
-        checkpoint_sha256=sha,
-        data=str(Path(dataset.root).resolve()),
-        split=split,
-        out_dir=out_dir,
-        paths=tuple(r.display_name for r in records),
-        labels=np.array([r.label for r in records], dtype=np.int64),
-        patient_ids=tuple(r.patient_id for r in records),
+        **evaluated_fields(predictor, checkpoint, sha, dataset, root, split, out_dir, records),
         predictions=batch,
         metrics=_metrics(records, batch, n_boot, seed),
-        selection=selection_check(predictor.meta, root, dataset, split),
-        device=device_description(predictor.device),
         reused_predictions=reused,
     )
     for message in result.selection.warnings:
@@ -254,19 +223,9 @@ def _write_outputs(
             out / "plots", y, batch, result.patient_ids, n_boot=n_boot, seed=seed, title=title
         )
     )
-    identity = {
-        "model": result.model,
-        "architecture": result.architecture,
-        "checkpoint": str(result.checkpoint),
-        "data": result.data,
-        "split": result.split,
-    }
-    rows = [metric_row(ci, **identity, threshold_kind=kind) for kind, ci in result.metrics.items()]
+    rows = [metric_row(ci, **identity(result), threshold_kind=kind) for kind, ci in result.metrics.items()]
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for row in rows:
-        row.update(checkpoint_sha256=result.checkpoint_sha256, evaluated_at=when)
-    table = Path(results_csv) if results_csv is not None else out / "results" / "performance_metrics.csv"
-    files["performance_csv"] = update_performance_csv(table, rows)
+    files["performance_csv"] = write_performance_rows(result, rows, results_csv, when)
     # -- uncertainty (ensembles/conformal): risk–coverage, ensemble spread, conformal prediction sets --
     report = uncertainty_outputs(out / "uncertainty", y, batch, predictor.meta, ids=result.paths, title=title)
     files.update(report.files)
@@ -302,17 +261,7 @@ def _summary(
             "estimates": {k: vars(e) for k, e in ci.estimates.items()},
             "undefined": result.undefined(kind),
         }
-    return {
-        "model": result.model,
-        "architecture": result.architecture,
-        "checkpoint": str(result.checkpoint),
-        "checkpoint_sha256": result.checkpoint_sha256,
-        "data": result.data,
-        "layout": dataset.layout,
-        "split": result.split,
-        "n_images": result.n_images,
-        "n_patients": len(set(result.patient_ids)),
-        "class_counts": {name: int((y == i).sum()) for i, name in enumerate(CLASS_NAMES)},
+    measured = {
         "scored_probability": "calibrated_probability = sigmoid(logit / temperature)",
         "temperature": batch.temperature,
         "threshold_applies_to": "calibrated_probability",
@@ -321,21 +270,22 @@ def _summary(
             "brier": float(np.mean((batch.probability - y) ** 2)),
             "ece": expected_calibration_error(y, batch.probability),
         },
-        "selection": result.selection.to_dict(),
-        "confidence": CONFIDENCE,
-        "n_boot": n_boot,
-        "seed": seed,
-        "device": result.device,
-        "reused_predictions": result.reused_predictions,
-        "checkpoint_meta": {
-            "threshold": meta.threshold,
-            "temperature": meta.temperature,
-            # how it was chosen on validation: train() stores "operating_point", ensembles "threshold_choice"
-            "threshold_choice": meta.extra.get("operating_point") or meta.extra.get("threshold_choice"),
-            "created": meta.created,
-            "versions": meta.versions,
-            "validation_metrics": meta.metrics,
-        },
-        "files": {k: str(v) for k, v in result.files.items()},
-        "evaluated_at": when,
     }
+    checkpoint_meta = checkpoint_meta_summary(
+        meta,
+        threshold=meta.threshold,
+        temperature=meta.temperature,
+        # how it was chosen on validation: train() stores "operating_point", ensembles "threshold_choice"
+        threshold_choice=meta.extra.get("operating_point") or meta.extra.get("threshold_choice"),
+    )
+    return summary(
+        result,
+        dataset,
+        CLASS_NAMES,
+        about={},
+        measured=measured,
+        checkpoint_meta=checkpoint_meta,
+        n_boot=n_boot,
+        seed=seed,
+        when=when,
+    )

@@ -27,55 +27,44 @@ import csv
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import Dataset
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.tasks import label_for_task
 from pneumocxr.errors import ConfigError
 from pneumocxr.evaluation import DEFAULT_N_BOOT, MulticlassMetrics, multiclass_metrics
 from pneumocxr.inference import outputs
-from pneumocxr.inference.predictor import PredictionBatch, Predictor, device_description
-from pneumocxr.inference.provenance import Selection, selection_check
-from pneumocxr.inference.results_table import multiclass_row, update_performance_csv
+from pneumocxr.inference.evaluation_files import (
+    CONFIDENCE,
+    Evaluated,
+    checkpoint_meta_summary,
+    evaluated_fields,
+    identity,
+    prediction_cache,
+    summary,
+    write_performance_rows,
+)
+from pneumocxr.inference.predictor import PredictionBatch, Predictor
+from pneumocxr.inference.results_table import multiclass_row
 
 logger = logging.getLogger(__name__)
 
-CONFIDENCE = 0.95
 
+@dataclass(frozen=True, kw_only=True)
+class MulticlassEvaluationResult(Evaluated):
+    """What a k-class evaluation measured (``Evaluated``: on what, and where it wrote it).
 
-@dataclass(frozen=True)
-class MulticlassEvaluationResult:
-    """What a k-class evaluation measured and where it wrote it (cf. ``EvaluationResult``)."""
+    ``predictions``: .probabilities (N, k), .prediction (N,) argmax; ``reused_predictions`` is
+    always False for now (kept for the printing code's sake).
+    """
 
-    model: str  # display name
-    architecture: str  # registry name
-    checkpoint: Path
-    checkpoint_sha256: str
-    data: str  # dataset root actually read
-    split: str
-    out_dir: Path
     task: str  # the checkpoint's task, e.g. "normal-bacterial-viral"
     class_names: tuple[str, ...]
-    paths: tuple[str, ...]  # evaluated images, in order
-    labels: np.ndarray  # (N,) class indices of the task
-    patient_ids: tuple[str, ...]
-    predictions: PredictionBatch  # .probabilities (N, k), .prediction (N,) argmax
     metrics: MulticlassMetrics
-    selection: Selection
-    device: str
-    files: dict[str, Path] = field(default_factory=dict)
-    reused_predictions: bool = False  # never, for now (kept for the printing code's sake)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.labels)
 
 
 def evaluate_multiclass(
@@ -102,39 +91,25 @@ def evaluate_multiclass(
         )
     task = predictor.meta.task
     labelled = label_for_task(records, task, where=f"split {split!r} of {dataset.root}")
-    cache = None
-    if cache_dir is not None:
-        pre = predictor.preprocess
-        cache = PreprocessedCache(cache_dir, pre.image_size, pre.resize_mode)
     logger.info("predicting %d %s images of %s (%s)", len(labelled), split, dataset.root, task)
-    batch = predictor.predict_records(labelled, cache=cache)
-    y = np.array([r.label for r in labelled], dtype=np.int64)
-    patients = tuple(r.patient_id for r in labelled)
+    batch = predictor.predict_records(labelled, cache=prediction_cache(predictor, cache_dir))
+    evaluated = evaluated_fields(predictor, checkpoint, sha, dataset, root, split, out_dir, labelled)
     names = predictor.class_names
     metrics = multiclass_metrics(
-        y, batch.probabilities, names, groups=list(patients), n_boot=n_boot, seed=seed, confidence=CONFIDENCE
+        evaluated["labels"],
+        batch.probabilities,
+        names,
+        groups=list(evaluated["patient_ids"]),
+        n_boot=n_boot,
+        seed=seed,
+        confidence=CONFIDENCE,
     )
     result = MulticlassEvaluationResult(
-        model=model,
-        architecture=predictor.meta.model_name,
-        checkpoint=checkpoint,
-        checkpoint_sha256=sha,
-        data=str(Path(dataset.root).resolve()),
-        split=split,
-        out_dir=out_dir,
-        task=task,
-        class_names=names,
-        paths=tuple(r.display_name for r in labelled),
-        labels=y,
-        patient_ids=patients,
-        predictions=batch,
-        metrics=metrics,
-        selection=selection_check(predictor.meta, root, dataset, split),
-        device=device_description(predictor.device),
+        model=model, **evaluated, task=task, class_names=names, predictions=batch, metrics=metrics
     )
     for message in result.selection.warnings:
         logger.warning("%s", message)
-    _write_outputs(result, labelled, predictor, dataset, results_csv=results_csv)
+    _write_outputs(result, labelled, predictor, dataset, n_boot=n_boot, seed=seed, results_csv=results_csv)
     return result
 
 
@@ -144,6 +119,8 @@ def _write_outputs(
     predictor: Predictor,
     dataset: Dataset,
     *,
+    n_boot: int,
+    seed: int,
     results_csv: str | os.PathLike | None,
 ) -> None:
     from pneumocxr.evaluation.multiclass_plots import plot_multiclass_confusion, plot_multiclass_roc
@@ -181,19 +158,10 @@ def _write_outputs(
         figure.clear()  # free the memory now; the files are written
         files[name] = plots / f"{name}.png"
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    identity = {
-        "model": result.model,
-        "architecture": result.architecture,
-        "checkpoint": str(result.checkpoint),
-        "data": result.data,
-        "split": result.split,
-    }
-    row = multiclass_row(m, task=result.task, **identity)
-    row.update(checkpoint_sha256=result.checkpoint_sha256, evaluated_at=when)
-    table = Path(results_csv) if results_csv is not None else out / "results" / "performance_metrics.csv"
-    files["performance_csv"] = update_performance_csv(table, [row])
+    row = multiclass_row(m, task=result.task, **identity(result))
+    files["performance_csv"] = write_performance_rows(result, [row], results_csv, when)
     files["metrics_json"] = outputs.write_json(
-        out / "metrics.json", _summary(result, predictor, dataset, when)
+        out / "metrics.json", _summary(result, predictor, dataset, n_boot=n_boot, seed=seed, when=when)
     )
 
 
@@ -217,35 +185,29 @@ def write_multiclass_predictions(path: Path, records: Sequence[ImageRecord], bat
 
 
 def _summary(
-    result: MulticlassEvaluationResult, predictor: Predictor, dataset: Dataset, when: str
+    result: MulticlassEvaluationResult,
+    predictor: Predictor,
+    dataset: Dataset,
+    *,
+    n_boot: int,
+    seed: int,
+    when: str,
 ) -> dict[str, Any]:
     meta = predictor.meta
-    return {
-        "model": result.model,
-        "architecture": result.architecture,
-        "checkpoint": str(result.checkpoint),
-        "checkpoint_sha256": result.checkpoint_sha256,
-        "data": result.data,
-        "layout": dataset.layout,
-        "split": result.split,
-        "task": result.task,
-        "class_names": list(result.class_names),
-        "n_images": result.n_images,
-        "n_patients": len(set(result.patient_ids)),
-        "class_counts": {n: int((result.labels == i).sum()) for i, n in enumerate(result.class_names)},
-        "scored_probability": "softmax(logits / temperature); prediction = argmax",
-        "temperature": meta.temperature,
-        "metrics": result.metrics.to_dict(),
-        "selection": result.selection.to_dict(),
-        "confidence": CONFIDENCE,
-        "device": result.device,
-        "checkpoint_meta": {
+    return summary(
+        result,
+        dataset,
+        result.class_names,
+        about={"task": result.task, "class_names": list(result.class_names)},
+        measured={
+            "scored_probability": "softmax(logits / temperature); prediction = argmax",
             "temperature": meta.temperature,
-            "operating_point": meta.extra.get("operating_point"),
-            "created": meta.created,
-            "versions": meta.versions,
-            "validation_metrics": meta.metrics,
+            "metrics": result.metrics.to_dict(),
         },
-        "files": {k: str(v) for k, v in result.files.items()},
-        "evaluated_at": when,
-    }
+        checkpoint_meta=checkpoint_meta_summary(
+            meta, temperature=meta.temperature, operating_point=meta.extra.get("operating_point")
+        ),
+        n_boot=n_boot,
+        seed=seed,
+        when=when,
+    )

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +231,7 @@ class Predictor:
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """One JPEG, PNG or DICOM file, decoded exactly as the training cache decodes images."""
-        record = ImageRecord(Path(path), label=-1, split="", patient_id="", sublabel=SUBLABEL_UNKNOWN)
+        record = file_record(path)
         pixels = decode_record(record, self.preprocess.image_size, self.preprocess.resize_mode)
         return self.predict_arrays(pixels[None])[0]
 
@@ -240,27 +240,19 @@ class Predictor:
     ) -> dict[str, Any]:
         """Images per second of the model step (uint8 pixels → logits, decoding excluded), timed
         after one warm-up batch over whole batches until ``seconds`` have passed (at least one)."""
-        if batch_size is None:
-            batch_size = CPU_SPEED_BATCH if self.device.type == "cpu" else self.batch_size
+        batch_size = self._speed_batch(batch_size)
         size = self.preprocess.image_size
         pixels = np.random.default_rng(seed).integers(0, 256, (batch_size, size, size), dtype=np.uint8)
-        self._logits(pixels)  # warm-up: allocator, cuDNN autotuning, lazy init
-        images, start = 0, time.perf_counter()
-        while True:
-            self._logits(pixels)  # ends with a copy to host: synchronises the device
-            images += batch_size
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-        return {
-            "images_per_s": images / elapsed,
-            "device": device_description(self.device),
-            "batch_size": batch_size,
-            "images_timed": images,
-            "seconds": elapsed,
-        }
+        # _logits ends with a copy to host: synchronises the device
+        return time_steps(lambda: self._logits(pixels), batch_size, seconds, self.device)
 
     # ---- internals -------------------------------------------------------------------------
+
+    def _speed_batch(self, batch_size: int | None) -> int:
+        """The throughput batch: as given, else CPU_SPEED_BATCH on CPU and the predictor's elsewhere."""
+        if batch_size is not None:
+            return batch_size
+        return CPU_SPEED_BATCH if self.device.type == "cpu" else self.batch_size
 
     def _check_pixels(self, pixels: np.ndarray) -> np.ndarray:
         array = np.asarray(pixels)
@@ -295,6 +287,34 @@ class Predictor:
 
     def _batch(self, logits: np.ndarray) -> PredictionBatch:
         return PredictionBatch.from_logits(logits, self.temperature, self.threshold, self.class_names)
+
+
+def file_record(path: str | os.PathLike) -> ImageRecord:
+    """A user's image file as an unlabelled record, so it is decoded by the cache's ``decode_record``."""
+    return ImageRecord(Path(path), label=-1, split="", patient_id="", sublabel=SUBLABEL_UNKNOWN)
+
+
+def time_steps(
+    step: Callable[[], object], batch_size: int, seconds: float, device: torch.device
+) -> dict[str, Any]:
+    """Images per second of ``step`` (one batch of ``batch_size`` images), timed after one warm-up
+    step (allocator, cuDNN autotuning, lazy init) over whole steps until ``seconds`` have passed
+    (at least one). ``step`` must synchronise the device (e.g. end with a copy to host)."""
+    step()
+    images, start = 0, time.perf_counter()
+    while True:
+        step()
+        images += batch_size
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    return {
+        "images_per_s": images / elapsed,
+        "device": device_description(device),
+        "batch_size": batch_size,
+        "images_timed": images,
+        "seconds": elapsed,
+    }
 
 
 def device_description(device: torch.device) -> str:

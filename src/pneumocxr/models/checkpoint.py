@@ -96,6 +96,20 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
+def payload_record(
+    metrics: dict[str, Any] | None, config: dict[str, Any] | None, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The part of a checkpoint or ensemble payload that records how it came about: metrics, config,
+    extra (as plain data), library versions and the UTC time of writing."""
+    return {
+        "metrics": _plain(metrics or {}, "metrics"),
+        "config": _plain(config or {}, "config"),
+        "extra": _plain(extra or {}, "extra"),
+        "versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def _check_consistent(model: nn.Module, model_name: str, model_kwargs: dict, class_names: list) -> None:
     spec = getattr(model, "spec", None)
     if spec is None:
@@ -145,12 +159,15 @@ def save_checkpoint(
         "task": task,
         "threshold": float(threshold),
         "temperature": float(temperature),
-        "metrics": _plain(metrics or {}, "metrics"),
-        "config": _plain(config or {}, "config"),
-        "extra": _plain(extra or {}, "extra"),
-        "versions": library_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **payload_record(metrics, config, extra),
     }
+    path = write_atomic(path, payload)
+    logger.info("saved checkpoint %s (%s)", path, model_name)
+    return path
+
+
+def write_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """``torch.save`` to a temp file beside ``path``, fsync, then ``os.replace``: all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -164,19 +181,24 @@ def save_checkpoint(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    logger.info("saved checkpoint %s (%s)", path, model_name)
     return path
 
 
-def _read(path: Path, map_location: Any) -> dict[str, Any]:
+def read_payload(path: str | os.PathLike, *, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """The object in a .pt file, read as data only (``weights_only=True``); not yet checked."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; pass the .pt file a training run wrote")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated zip, bad pickle, refused (non-data) object
         raise CheckpointError(
             f"{path}: not a readable checkpoint, corrupt or truncated? ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _read(path: Path, map_location: Any) -> dict[str, Any]:
+    data = read_payload(path, map_location=map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a pneumocxr checkpoint; for a plain state_dict use --set model.weights={path}"
@@ -195,24 +217,52 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[PneumoModel, CheckpointMeta]:
     """Rebuild the model (eval mode) and its metadata from a checkpoint, reading it as data only."""
     path = Path(path)
-    data = _read(path, map_location)
+    return rebuild_model(_read(path, map_location), str(path))
+
+
+def rebuild_model(data: Mapping[str, Any], where: str) -> tuple[PneumoModel, CheckpointMeta]:
+    """The model (eval mode) and meta of one checkpoint payload, from a file or embedded in an ensemble.
+
+    ``where`` names the payload in errors and becomes ``meta.path``. Every way in (a file, an
+    ensemble member) goes through here, so the checks and the meta fields cannot drift apart.
+    """
     try:
         model = create_model(data["model_name"], **data["model_kwargs"])
         preprocess = from_dict(Preprocess, data["preprocess"], "preprocess")
+        state_dict = data["state_dict"]
+    except KeyError as exc:
+        raise CheckpointError(f"{where}: checkpoint lacks {exc}; it is incomplete") from None
     except ConfigError as exc:  # unknown model name or option, bad preprocess
-        raise CheckpointError(f"{path}: {exc}") from None
+        raise CheckpointError(f"{where}: {exc}") from None
     try:
-        model.load_state_dict(data["state_dict"], strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(
-            f"{path}: weights do not fit model {data['model_name']} ({' '.join(first[:3])})"
-        ) from None
+        first = " ".join(str(exc).strip().splitlines()[:3])
+        raise CheckpointError(f"{where}: weights do not fit model {data['model_name']} ({first})") from None
     model.eval()
-    meta = CheckpointMeta(
-        path=str(path),
+    meta = meta_from_payload(
+        data,
+        where,
         model_name=data["model_name"],
         model_kwargs=dict(data["model_kwargs"]),
+        preprocess=preprocess,
+    )
+    return model, meta
+
+
+def meta_from_payload(
+    data: Mapping[str, Any],
+    where: str,
+    *,
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    preprocess: Preprocess,
+) -> CheckpointMeta:
+    """The CheckpointMeta of a checkpoint or ensemble payload; the caller says what the model is."""
+    return CheckpointMeta(
+        path=where,
+        model_name=model_name,
+        model_kwargs=model_kwargs,
         preprocess=preprocess,
         class_names=tuple(data["class_names"]),
         threshold=float(data.get("threshold", 0.5)),
@@ -224,7 +274,6 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[Pneumo
         created=str(data.get("created", "")),
         task=str(data.get("task") or task_of_class_names(data["class_names"]) or "custom"),
     )
-    return model, meta
 
 
 def _task(task: str | None, class_names: list[str]) -> str:

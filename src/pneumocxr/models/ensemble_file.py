@@ -15,28 +15,30 @@ Layout (``torch.load(path, weights_only=True)``: dicts, lists, strings, numbers,
     metrics, config, extra (combine rule, operating point, conformal calibration data, split, tta …)
     versions, created
 
+Each member is rebuilt by ``models.checkpoint.rebuild_model``, the loader a single checkpoint uses.
 How members are combined lives in ``inference.ensemble`` (the mean of calibrated probabilities).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from pneumocxr.config import Preprocess, from_dict
-from pneumocxr.errors import CheckpointError, ConfigError
+from pneumocxr.errors import CheckpointError
 from pneumocxr.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from pneumocxr.models.checkpoint import CheckpointMeta, _plain, library_versions
-from pneumocxr.models.registry import PneumoModel, create_model
+from pneumocxr.models.checkpoint import (
+    CheckpointMeta,
+    meta_from_payload,
+    payload_record,
+    read_payload,
+    rebuild_model,
+    write_atomic,
+)
+from pneumocxr.models.registry import PneumoModel
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +49,7 @@ ENSEMBLE_MODEL_NAME = "ensemble"  # CheckpointMeta.model_name of an ensemble
 
 def read_file(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
     """The raw dict of a checkpoint or ensemble file, read as data only (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; pass the .pt file a training run wrote")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # truncated zip, bad pickle, refused (non-data) object
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint, corrupt or truncated? ({type(exc).__name__}: {exc})"
-        ) from None
+    data = read_payload(path, mmap=mmap)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a pneumocxr checkpoint or ensemble")
     return data
@@ -78,39 +72,8 @@ def checkpoint_payload(path: str | os.PathLike) -> dict[str, Any]:
         )
     if data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a pneumocxr checkpoint")
-    member_from_payload(data, str(path))  # the weights must fit the model: fail now, not at use
+    rebuild_model(data, str(path))  # the weights must fit the model: fail now, not at use
     return data
-
-
-def member_from_payload(data: dict[str, Any], where: str) -> tuple[PneumoModel, CheckpointMeta]:
-    """Rebuild one member (eval mode) from its embedded payload, as ``load_checkpoint`` does from a file."""
-    try:
-        model = create_model(data["model_name"], **data["model_kwargs"])
-        preprocess = from_dict(Preprocess, data["preprocess"], "preprocess")
-        model.load_state_dict(data["state_dict"], strict=True)
-    except KeyError as exc:
-        raise CheckpointError(f"{where}: checkpoint lacks {exc}; it is incomplete") from None
-    except ConfigError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
-    except RuntimeError as exc:
-        first = " ".join(str(exc).strip().splitlines()[:3])
-        raise CheckpointError(f"{where}: weights do not fit model {data['model_name']} ({first})") from None
-    model.eval()
-    meta = CheckpointMeta(
-        path=where,
-        model_name=data["model_name"],
-        model_kwargs=dict(data["model_kwargs"]),
-        preprocess=preprocess,
-        class_names=tuple(data["class_names"]),
-        threshold=float(data.get("threshold", 0.5)),
-        temperature=float(data.get("temperature", 1.0)),
-        metrics=dict(data.get("metrics", {})),
-        config=dict(data.get("config", {})),
-        extra=dict(data.get("extra", {})),
-        versions=dict(data.get("versions", {})),
-        created=str(data.get("created", "")),
-    )
-    return model, meta
 
 
 def save_ensemble(
@@ -141,25 +104,9 @@ def save_ensemble(
         "class_names": list(next(iter(classes))),
         "threshold": float(threshold),
         "temperature": 1.0,  # the members' temperatures are applied before averaging
-        "metrics": _plain(metrics or {}, "metrics"),
-        "config": _plain(config or {}, "config"),
-        "extra": _plain(extra or {}, "extra"),
-        "versions": library_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **payload_record(metrics, config, extra),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    path = write_atomic(path, payload)
     logger.info("saved ensemble %s (%d members)", path, len(members))
     return path
 
@@ -179,24 +126,20 @@ def load_ensemble(path: str | os.PathLike) -> tuple[list[tuple[PneumoModel, Chec
             f"{path}: ensemble format {data['format_version']} is newer than this pneumocxr understands "
             f"({ENSEMBLE_VERSION}); upgrade pneumocxr"
         )
+    missing = [k for k in ("class_names", "threshold") if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: ensemble lacks {', '.join(missing)}; it is incomplete")
     names = list(data.get("member_names", []))
     payloads = list(data.get("members", []))
     if not payloads or len(names) != len(payloads):
         raise CheckpointError(f"{path}: ensemble has no members or mismatched member names; it is incomplete")
-    members = [member_from_payload(p, f"{path}#{name}") for p, name in zip(payloads, names)]
-    meta = CheckpointMeta(
-        path=str(path),
+    members = [rebuild_model(p, f"{path}#{name}") for p, name in zip(payloads, names)]
+    meta = meta_from_payload(
+        data,
+        str(path),
         model_name=ENSEMBLE_MODEL_NAME,
         model_kwargs={"members": names, "architectures": [m.model_name for _, m in members]},
         preprocess=members[0][1].preprocess,
-        class_names=tuple(data["class_names"]),
-        threshold=float(data["threshold"]),
-        temperature=float(data.get("temperature", 1.0)),
-        metrics=dict(data.get("metrics", {})),
-        config=dict(data.get("config", {})),
-        extra=dict(data.get("extra", {})),
-        versions=dict(data.get("versions", {})),
-        created=str(data.get("created", "")),
     )
     return members, meta
 
@@ -207,7 +150,6 @@ __all__ = [
     "checkpoint_payload",
     "is_ensemble_file",
     "load_ensemble",
-    "member_from_payload",
     "read_file",
     "save_ensemble",
 ]

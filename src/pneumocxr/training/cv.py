@@ -10,7 +10,10 @@ Each fold is an ordinary ``train()`` run with ``data.folds = k`` and ``data.fold
 (``data.splits.patient_kfold`` over the train folder, after ``train.limit_train_images``), so
 everything a run does (threshold, temperature, best.pt) happens per fold. Output folder::
 
-    out_dir/cv.json                  k, the resolved config, then the summary
+    out_dir/cv.json                  k, the resolved config, then the summary and ``holdout_split``: the
+                                     patients kept out of every fold (training's ``SplitInfo`` structure,
+                                     kind "cv-holdout"; null with data.val_fraction=0), which
+                                     ``pneumocxr ensemble create`` records as the fold ensemble's split
     out_dir/fold<i>/                 a complete run folder (best.pt, history.csv …)
     out_dir/fold<i>/oof_predictions.csv, fold_result.json   written when the fold is finished
     out_dir/oof_predictions.csv      every training image exactly once, sorted by path
@@ -336,10 +339,25 @@ def _summarise(config: RunConfig, out_dir: Path, folds: tuple[FoldResult, ...]) 
         summary=summary,
         pooled=pooled,
         fold_runs=[{"fold": f.fold, "checkpoint": str(f.checkpoint), "n_images": f.n_images} for f in folds],
+        holdout_split=holdout_split(config, [*train, *val]),
     )
     cv_json.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
     files["cv_json"] = cv_json
     return CVResult(out_dir, len(folds), folds, summary, pooled, files)
+
+
+def holdout_split(config: RunConfig, development: list[ImageRecord]) -> dict[str, Any] | None:
+    """The patients ``datamodule.cv_holdout_split`` kept out of every fold, as training records its
+    split (``SplitInfo.as_dict()``: ``val_*`` = held out, ``train_*`` = what the folds split) with
+    ``kind = "cv-holdout"``; None when ``data.val_fraction = 0`` held nothing out."""
+    data, limit = config.data, config.train.limit_train_images
+    if not data.val_fraction:
+        return None
+    # with val_fraction=0 the folds split every image: the ones ``development`` lacks were held out
+    train, val = split_records(replace(data, folds=2, fold=0, val_fraction=0.0), limit)
+    folded = {r.display_name for r in development}
+    held_out = [r for r in (*train, *val) if r.display_name not in folded]
+    return {"kind": "cv-holdout", **split_info(data, limit, development, held_out).as_dict()}
 
 
 def _write_tables(
