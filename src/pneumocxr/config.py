@@ -113,6 +113,9 @@ class TrainConfig:
     limit_train_images: int = 0  # use only this many training images (smoke runs); 0 = all
     # -- added for the training loop (pneumocxr.training): resume points inside long epochs --
     checkpoint_every_n_steps: int = 0  # also save last.ckpt every N training steps; 0 = once per epoch
+    # -- re-estimate BatchNorm statistics with dropout off before export, where a Dropout feeds a
+    #    BatchNorm (custom_cnn); see training/bn_recalibration.py. No effect on other models. --
+    recalibrate_bn: bool = True
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ def test_two_epochs_learn_the_synthetic_signal(fitted):
     assert rows[-1]["val_auc"] > 0.9
     meta = load_checkpoint(out / "best.pt")[1]
     assert meta.metrics["val_auc"] > 0.9
+    assert meta.extra["bn_recalibrated_layers"] == 8  # custom_cnn: Dropout feeds BatchNorm (bn_recalibration.py)
     assert "best epoch" in summary and "AUC" in summary and str(out / "best.pt") in summary
     assert "threshold" in summary and "temperature" in summary
 
@@ -72,14 +73,14 @@ def test_best_checkpoint_is_plain_data_and_reproduces_its_validation_metrics(fit
         logits = model(to_model_input(torch.from_numpy(pixels), meta.preprocess))[:, 0].double()
     labels = torch.tensor([float(r.label) for r in val_records], dtype=torch.float64)
     probs = torch.sigmoid(logits).numpy()
-    predicted = probs >= meta.threshold
+    predicted = probs >= 0.5  # the logged val_acc/sensitivity/specificity are at 0.5 on raw probabilities
     y = labels.numpy().astype(bool)
     assert meta.metrics["val_auc"] == pytest.approx(roc_auc_score(y, probs), abs=1e-5)
     assert meta.metrics["val_acc"] == pytest.approx(float(np.mean(predicted == y)), abs=1e-6)
     assert meta.metrics["val_sensitivity"] == pytest.approx(float(predicted[y].mean()), abs=1e-6)
     assert meta.metrics["val_specificity"] == pytest.approx(float((~predicted[~y]).mean()), abs=1e-6)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-    assert meta.metrics["val_loss"] == pytest.approx(float(bce), rel=1e-4)
+    assert meta.metrics["val_loss"] == pytest.approx(float(bce), rel=1e-4, abs=1e-6)  # float32 vs float64
     # the operating point: temperature and Youden threshold fitted on these validation predictions
     z = logits.numpy()
     assert meta.temperature == pytest.approx(fit_temperature(z, y.astype(int)), rel=1e-3)

@@ -301,6 +301,11 @@ class ChestXrayDataModule(L.LightningDataModule):
             class_counts(val) if k == 2 else dict(zip(self.class_names, task_counts(val, k))),
         )
 
+    def train_pixels(self) -> torch.Tensor:
+        """The training images, (N, S, S) uint8 in split order, unaugmented (after ``setup``)."""
+        self.setup("fit")
+        return self._sets["train"].pixels
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._sets["train"]
         generator = torch.Generator().manual_seed(self.train_cfg.seed)

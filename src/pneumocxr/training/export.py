@@ -16,6 +16,7 @@ import torch
 from pneumocxr.config import RunConfig, to_dict
 from pneumocxr.evaluation import apply_temperature, choose_threshold, fit_temperature
 from pneumocxr.models import save_checkpoint
+from pneumocxr.training.bn_recalibration import needs_recalibration, recalibrate_batchnorm
 from pneumocxr.training.callbacks import MONITOR, MONITOR_MODE
 from pneumocxr.training.datamodule import ChestXrayDataModule
 from pneumocxr.training.module import ClassifierModule
@@ -42,6 +43,7 @@ def export_best(
     pick = max if MONITOR_MODE == "max" else min
     best = pick(phases, key=lambda p: p.best_score)  # ties: the earlier phase
     load_weights(model, best.best_path)
+    recalibrated = _recalibrate(config, model, datamodule, settings)
     trainer = make_trainer(config, settings, callbacks=[], logger=False)
     module = ClassifierModule(model, **datamodule.loss_settings())
     module.collect_predictions = True
@@ -66,6 +68,7 @@ def export_best(
             "precision": settings["precision"],
             "epochs_run": sum(p.epochs_run for p in phases),
             "operating_point": operating,
+            "bn_recalibrated_layers": recalibrated,  # training/bn_recalibration.py
             # Under DDP each validation image must be scored exactly once (unpadded sampler):
             # recorded so a test or a reader can check it against the split's size.
             "val_images_scored": len(labels),
@@ -87,6 +90,27 @@ def export_best(
             extra=extra,
         )
     return best, metrics, split, operating, trainer.global_rank
+
+
+def _recalibrate(
+    config: RunConfig, model: torch.nn.Module, datamodule: ChestXrayDataModule, settings: dict[str, Any]
+) -> int:
+    """BatchNorm re-estimation with dropout off, where the model needs it; layers updated (0 = none).
+
+    Every DDP rank runs it over all training images in the same order, so the ranks stay identical.
+    """
+    if not (config.train.recalibrate_bn and needs_recalibration(model)):
+        return 0
+    device = torch.device("cuda", torch.cuda.current_device()) if settings["accelerator"] == "cuda" else None
+    return recalibrate_batchnorm(
+        model,
+        datamodule.train_pixels(),
+        model.spec.preprocess,
+        device=device or torch.device("cpu"),
+        batch_size=max(64, config.train.batch_size),
+        bf16=settings["precision"] == "bf16-mixed",
+        channels_last=config.train.channels_last,
+    )
 
 
 def operating_point(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
