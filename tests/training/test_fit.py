@@ -56,7 +56,11 @@ def test_two_epochs_learn_the_synthetic_signal(fitted):
     assert rows[-1]["val_auc"] > 0.9
     meta = load_checkpoint(out / "best.pt")[1]
     assert meta.metrics["val_auc"] > 0.9
-    assert meta.extra["bn_recalibrated_layers"] == 8  # custom_cnn: Dropout feeds BatchNorm (bn_recalibration.py)
+    assert meta.extra["bn_recalibrated_layers"] == 8  # custom_cnn: a Dropout feeds BatchNorm
+    # validation during training saw the re-estimated statistics too: the best epoch's logged AUC is best.pt's
+    best = rows[meta.extra["best_epoch"] - 1]
+    assert best["val_auc"] == pytest.approx(meta.metrics["val_auc"], abs=1e-6)
+    assert best["val_loss"] == pytest.approx(meta.metrics["val_loss"], rel=1e-4, abs=1e-6)
     assert "best epoch" in summary and "AUC" in summary and str(out / "best.pt") in summary
     assert "threshold" in summary and "temperature" in summary
 

@@ -12,8 +12,11 @@ specificity at 0.5 0.00 → 0.92, AUC 0.959 → 0.977 (docs/RESULTS.md).
 The fix costs one no-grad pass over the training images, unaugmented and in eval-time conditions
 (dropout off), with each trainable BatchNorm's statistics reset and accumulated as a plain
 average (momentum None). Weights do not change; frozen BatchNorm layers (a frozen backbone's)
-keep their statistics. The temperature, threshold and stored metrics are then computed on the
-recalibrated model (training/export.py), so best.pt is self-consistent.
+keep their statistics. ``RecalibrateBatchNorm`` does it before every validation during training,
+so val_loss (early stopping, LR on plateau) and val_auc (the best checkpoint) judge the model as
+it will be used; it consumes no random numbers and training itself uses batch statistics, so the
+weights follow exactly the same path as without it. Export does it once more
+(training/export.py), so best.pt is self-consistent whatever wrote its Lightning checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 
+import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
@@ -85,10 +90,36 @@ def recalibrate_batchnorm(
         for bn, momentum in zip(layers, momenta):
             bn.momentum = momentum
         model.eval().to(original)
-    logger.info(
-        "BatchNorm statistics of %d layers re-estimated on %d training images with dropout off "
-        "(a Dropout feeds a BatchNorm in this model)",
+    logger.debug(
+        "BatchNorm statistics of %d layers re-estimated on %d training images with dropout off",
         len(layers),
         len(pixels),
     )
     return len(layers)
+
+
+class RecalibrateBatchNorm(L.Callback):
+    """Re-estimate BatchNorm statistics before each validation of a fit (module docstring).
+
+    Every DDP rank runs it over all training images in the same order, so the ranks stay identical.
+    """
+
+    def __init__(self, train_pixels, *, batch_size: int, bf16: bool, channels_last: bool):
+        self.train_pixels = train_pixels  # a callable: the datamodule's pixels once it is set up
+        self.batch_size = batch_size
+        self.bf16 = bf16
+        self.channels_last = channels_last
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:  # not trainer.validate()
+            return
+        model = pl_module.model
+        recalibrate_batchnorm(
+            model,
+            self.train_pixels(),
+            model.spec.preprocess,
+            device=pl_module.device,
+            batch_size=self.batch_size,
+            bf16=self.bf16,
+            channels_last=self.channels_last,
+        )

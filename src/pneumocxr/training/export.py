@@ -7,6 +7,7 @@ decision threshold) is fitted on the logits of that same pass: never on test.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from pneumocxr.training.datamodule import ChestXrayDataModule
 from pneumocxr.training.module import ClassifierModule
 from pneumocxr.training.phases import PhaseResult
 from pneumocxr.training.trainer import distributed_backend, load_weights, make_trainer
+
+logger = logging.getLogger(__name__)
 
 CHOSEN_ON = "validation (carved from train)"
 # The decision rule of a k-class checkpoint; its stored ``threshold`` is unused (left at 0.5).
@@ -102,6 +105,7 @@ def _recalibrate(
     if not (config.train.recalibrate_bn and needs_recalibration(model)):
         return 0
     device = torch.device("cuda", torch.cuda.current_device()) if settings["accelerator"] == "cuda" else None
+    logger.info("re-estimating BatchNorm statistics with dropout off (a Dropout feeds a BatchNorm)")
     return recalibrate_batchnorm(
         model,
         datamodule.train_pixels(),
@@ -118,9 +122,8 @@ def operating_point(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
     Temperature scaling (validation NLL) calibrates the probabilities; the threshold maximises
     Youden's J on the calibrated probabilities. A raw 0.5 cut is arbitrary for a model trained
-    with class weights (and the custom CNN's train/eval BatchNorm shift moves it further), so the
-    checkpoint carries a threshold chosen on validation: never on test. ``evaluate`` reports
-    both this threshold and 0.5.
+    with class weights, so the checkpoint carries a threshold chosen on validation: never on test.
+    ``evaluate`` reports both this threshold and 0.5.
     """
     temperature = fit_temperature(logits, labels)
     choice = choose_threshold(labels, apply_temperature(logits, temperature), method="youden")

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from pneumocxr.config import RunConfig, dump_yaml
 from pneumocxr.errors import ConfigError
 from pneumocxr.models import param_groups
+from pneumocxr.training.bn_recalibration import RecalibrateBatchNorm, needs_recalibration
 from pneumocxr.training.callbacks import standard_callbacks
 from pneumocxr.training.datamodule import ChestXrayDataModule
 from pneumocxr.training.module import ClassifierModule
@@ -68,6 +69,14 @@ def run_phase(
         multiclass=len(datamodule.class_names) > 2,
     )
     callbacks = [*callbacks, *settings["callbacks"]]
+    if tcfg.recalibrate_bn and needs_recalibration(model):  # validate the model as it will be used
+        recalibrate = RecalibrateBatchNorm(
+            datamodule.train_pixels,
+            batch_size=max(64, tcfg.batch_size),
+            bf16=settings["precision"] == "bf16-mixed",
+            channels_last=tcfg.channels_last,
+        )
+        callbacks.insert(0, recalibrate)
     module = ClassifierModule(
         model,
         lr=tcfg.lr,
