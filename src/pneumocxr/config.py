@@ -28,6 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # other; tests/test_config.py checks that the two agree).
 TASK_NUM_CLASSES: dict[str, int] = {"binary": 2, "normal-bacterial-viral": 3}
 TASKS: tuple[str, ...] = tuple(TASK_NUM_CLASSES)
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,13 @@ class TrainConfig:
     plateau_patience: int = 5  # epochs without val_loss improvement before the LR is reduced
     plateau_factor: float = 0.5  # LR multiplier on plateau
     class_balance: str = "loss"  # "loss" = class-weighted loss, "sampler" = weighted sampling, "none"
-    augment: str = "anatomy"  # "anatomy" (recommended, no flips), "seed" (the reference Keras preset), "none"
+    augment: str = "anatomy"  # "anatomy" (recommended, no flips), "fov" (anatomy, wide zoom), "seed", "none"
+    # -- added for generalisation (issue 10): recipes that hold up on another hospital's films --
+    # AugmentParams field -> value on top of the preset, e.g. {zoom: 0.35, rotation_deg: 10}
+    augment_overrides: dict[str, float] = field(default_factory=dict)
+    label_smoothing: float = 0.0  # targets pulled toward uniform by this much (0 = off); curbs overconfidence
+    ema_decay: float = 0.0  # exponential moving average of the weights per step (e.g. 0.995); 0 = off
+    lr_schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau on val_loss, the reference) or "cosine"
     finetune_epochs: int = 0  # second phase: unfreeze the backbone's last block for this many epochs
     finetune_lr: float = 1e-5  # learning rate of the unfrozen backbone block in the second phase
     frozen_features: bool = False  # frozen backbone: compute its features once and train only the head
@@ -116,6 +123,18 @@ class TrainConfig:
     # -- re-estimate BatchNorm statistics with dropout off before export, where a Dropout feeds a
     #    BatchNorm (custom_cnn); see training/bn_recalibration.py. No effect on other models. --
     recalibrate_bn: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(
+                f"train.label_smoothing={self.label_smoothing}; use a value in [0, 0.5), e.g. 0.1"
+            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(
+                f"train.ema_decay={self.ema_decay}; use 0 (off) or a value in (0, 1), e.g. 0.995"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train.lr_schedule={self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
 
 
 @dataclass(frozen=True)

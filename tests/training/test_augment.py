@@ -111,3 +111,38 @@ def test_unknown_preset_is_a_config_error_naming_the_presets():
 def test_rejects_a_batch_without_channels():
     with pytest.raises(ValueError, match="N, C, H, W"):
         BatchAugmenter(augment_params("seed"), _gen())(torch.rand(4, 32, 32))
+
+
+def test_overrides_change_only_the_named_ranges():
+    params = augment_params("anatomy", {"zoom": 0.35, "hflip": False})
+    assert params.zoom == 0.35
+    assert params.rotation_deg == PRESETS["anatomy"].rotation_deg
+    assert augment_params("anatomy", {}) == PRESETS["anatomy"]
+
+
+def test_fov_preset_is_anatomy_with_a_wide_zoom():
+    assert augment_params("fov") == augment_params("anatomy", {"zoom": 0.35})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"zooom": 0.3}, "rotation_deg"),  # names the valid fields
+        ({"zoom": -0.1}, "number >= 0"),
+        ({"zoom": 1.2}, "below 1"),
+        ({"rotation_deg": "lots"}, "number >= 0"),
+        ({"hflip": 1}, "true or false"),
+    ],
+)
+def test_bad_overrides_are_config_errors_naming_the_fix(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        augment_params("anatomy", overrides)
+
+
+def test_wide_zoom_reaches_both_zoom_in_and_zoom_out():
+    """A centred bright square shrinks under zoom-out and grows under zoom-in: fov draws both."""
+    images = torch.zeros(64, 1, 64, 64)
+    images[:, :, 24:40, 24:40] = 1.0
+    out = BatchAugmenter(AugmentParams(zoom=0.35), _gen(5))(images)
+    area = (out > 0.5).float().mean(dim=(1, 2, 3)) / (images > 0.5).float().mean()
+    assert float(area.min()) < 0.75 and float(area.max()) > 1.3

@@ -231,7 +231,7 @@ class ChestXrayDataModule(L.LightningDataModule):
             raise ConfigError(f"train.batch_size={train.batch_size}; use 1 or more")
         self.data_cfg, self.train_cfg, self.preprocess = data, train, preprocess
         self.class_names = task_class_names(data.task)
-        self.augment = augment_params(train.augment)
+        self.augment = augment_params(train.augment, train.augment_overrides)
         self.cache_dir = Path(cache_dir)
         self.pin_memory = pin_memory
         self._records: tuple[list[ImageRecord], list[ImageRecord]] | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
 from pneumocxr.config import RunConfig, dump_yaml
@@ -69,6 +70,10 @@ def run_phase(
         multiclass=len(datamodule.class_names) > 2,
     )
     callbacks = [*callbacks, *settings["callbacks"]]
+    if tcfg.ema_decay > 0:
+        # Validation, checkpoints and so best.pt see the averaged weights (Lightning swaps them in),
+        # and a resumed run continues the average from last.ckpt.
+        callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if tcfg.recalibrate_bn and needs_recalibration(model):  # validate the model as it will be used
         recalibrate = RecalibrateBatchNorm(
             datamodule.train_pixels,
@@ -84,6 +89,8 @@ def run_phase(
         plateau_factor=tcfg.plateau_factor,
         plateau_patience=tcfg.plateau_patience,
         param_groups=groups,
+        label_smoothing=tcfg.label_smoothing,
+        lr_schedule=tcfg.lr_schedule,
         **datamodule.loss_settings(),
     )
     csv_logger = CSVLogger(out_dir / "logs", name=f"phase{phase}")
