@@ -108,6 +108,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # targets pulled toward uniform by this much (0 = off); curbs overconfidence
     ema_decay: float = 0.0  # exponential moving average of the weights per step (e.g. 0.995); 0 = off
     lr_schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau on val_loss, the reference) or "cosine"
+    # which checkpoint becomes best.pt: "val_auc" (each phase's best by validation AUC) or "stress"
+    # (best and last of each phase, scored on clean + shift-stressed validation; training/selection.py)
+    select_on: str = "val_auc"
     finetune_epochs: int = 0  # second phase: unfreeze the backbone's last block for this many epochs
     finetune_lr: float = 1e-5  # learning rate of the unfrozen backbone block in the second phase
     frozen_features: bool = False  # frozen backbone: compute its features once and train only the head
@@ -123,6 +126,13 @@ class TrainConfig:
     # -- re-estimate BatchNorm statistics with dropout off before export, where a Dropout feeds a
     #    BatchNorm (custom_cnn); see training/bn_recalibration.py. No effect on other models. --
     recalibrate_bn: bool = True
+    # -- the operating point (evaluation/thresholds.py): every rule in THRESHOLD_RULES is computed on
+    #    the calibrated validation probabilities and stored in best.pt; this one becomes its threshold --
+    threshold_rule: str = "youden"  # "youden" (centre of the optimal interval), "youden_edge", …
+    # -- adversarial training (training/adversarial.py): FGSM examples replace a share of each batch.
+    #    ε is in 1/255 pixel units, on the [0, 1] image BEFORE the model's normalisation (2 = 2/255). --
+    adversarial_eps: float = 0.0  # FGSM ε in /255 pixel units (e.g. 2); 0 = off
+    adversarial_fraction: float = 0.5  # share of each training batch replaced by its FGSM examples
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 0.5:
@@ -133,8 +143,35 @@ class TrainConfig:
             raise ConfigError(
                 f"train.ema_decay={self.ema_decay}; use 0 (off) or a value in (0, 1), e.g. 0.995"
             )
+        if self.select_on not in ("val_auc", "stress"):
+            raise ConfigError(f"train.select_on={self.select_on!r}; use val_auc or stress")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule={self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(
+                f"train.threshold_rule={self.threshold_rule!r} is not a threshold rule; "
+                f"use one of {', '.join(THRESHOLD_RULES)}"
+            )
+        # -- adversarial training --
+        if not 0.0 <= self.adversarial_eps <= 64.0:
+            raise ConfigError(
+                f"train.adversarial_eps={self.adversarial_eps}; use 0 (off) or an ε in 1/255 pixel units "
+                "up to 64, e.g. 2"
+            )
+        if not 0.0 < self.adversarial_fraction <= 1.0:
+            raise ConfigError(
+                f"train.adversarial_fraction={self.adversarial_fraction}; use a share in (0, 1], e.g. 0.5"
+            )
+        if self.adversarial_eps > 0 and self.frozen_features:
+            raise ConfigError(
+                "train.adversarial_eps > 0 needs images in every step, but train.frozen_features trains "
+                "on cached features; turn one of them off"
+            )
+
+
+# The operating-point rules best.pt stores (evaluation.thresholds defines them; the names live here
+# so a config is checked when it is read: config may not import evaluation).
+THRESHOLD_RULES: tuple[str, ...] = ("youden", "youden_edge", "target_sensitivity", "bootstrap_median")
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,10 @@ def test_metrics_table_has_each_fold_and_mean_and_std(cv_run):
     assert float(table[K]["roc_auc"]) == pytest.approx(np.mean(aucs))
     assert float(table[K + 1]["roc_auc"]) == pytest.approx(np.std(aucs, ddof=1))
     assert "± " in (out / "cv_metrics.md").read_text()
+    # each threshold rule's spread over the folds (training/cv_rules.py), in the table and cv.json
+    assert "| bootstrap_median |" in (out / "cv_metrics.md").read_text()
+    rules = json.loads((out / "cv.json").read_text())["threshold_rules"]
+    assert [f["fold"] for f in rules["per_fold"]] == list(range(K)) and "youden_edge" in rules["summary"]
 
 
 @pytest.mark.slow

@@ -89,9 +89,10 @@ def test_best_checkpoint_is_plain_data_and_reproduces_its_validation_metrics(fit
     z = logits.numpy()
     assert meta.temperature == pytest.approx(fit_temperature(z, y.astype(int)), rel=1e-3)
     calibrated = apply_temperature(z, meta.temperature)
-    at_threshold = calibrated >= meta.threshold - 1e-6  # the threshold is one of the scores
+    at_threshold = calibrated >= meta.threshold  # the Youden centre: between two scores, not on one
     op = meta.extra["operating_point"]
-    assert op["threshold"] == meta.threshold and op["method"] == "youden"
+    assert op["threshold"] == meta.threshold and op["method"] == op["threshold_rule"] == "youden"
+    assert op["rules"]["youden"]["threshold"] == meta.threshold and len(op["rules"]) == 4
     assert op["sensitivity"] == pytest.approx(float(at_threshold[y].mean()), abs=1e-6)
     assert op["specificity"] == pytest.approx(float((~at_threshold[~y]).mean()), abs=1e-6)
     assert (

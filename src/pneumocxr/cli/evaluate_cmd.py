@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from pneumocxr.cli.common_args import add_device_options
+from pneumocxr.cli.stress_args import add_stress_options, check_stress_options, run_stress_step
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,22 @@ def add_mc_dropout_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mc-seed", type=int, default=0, help="seed of the MC-dropout passes (default 0)")
 
 
+def add_operating_point_options(parser: argparse.ArgumentParser) -> None:
+    """``--threshold-rule`` and ``--prevalence`` (binary checkpoints)."""
+    parser.add_argument(
+        "--threshold-rule",
+        metavar="RULE",
+        help="decide at another threshold rule the checkpoint stores (youden, youden_edge, "
+        "target_sensitivity, bootstrap_median) instead of its own; the model is named NAME@RULE",
+    )
+    parser.add_argument(
+        "--prevalence",
+        metavar="P",
+        help="also report PPV and NPV at disease prevalence P (0 < P < 1), from sensitivity and "
+        "specificity by Bayes' theorem, with patient-bootstrap 95%% CIs",
+    )
+
+
 def load_predictor(checkpoint: Path, args: argparse.Namespace):
     """The checkpoint as ``Predictor``, with --tta and (where the command has it) --mc-dropout."""
     from pneumocxr.inference import Predictor
@@ -101,6 +118,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_common_options(parser)
     add_mc_dropout_options(parser)
+    add_operating_point_options(parser)
+    add_stress_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -148,6 +167,25 @@ def print_evaluation(result) -> None:
         f"Wilson for proportions, patient bootstrap (n={ci['n_boot']}) for the rest"
     )
     print(format_metrics_table(result))
+    for line in prevalence_lines(result):
+        print(line)
+
+
+def prevalence_lines(result) -> list[str]:
+    """PPV/NPV at the user's prevalence, one line per threshold kind (none without --prevalence)."""
+    from pneumocxr.inference.compare import format_estimate
+
+    adjusted = getattr(result, "prevalence_adjusted", {})
+    lines = []
+    for kind, pa in adjusted.items():
+        ppv, npv = (format_estimate(e.value, e.low, e.high, digits=4) for e in (pa.ppv, pa.npv))
+        lines.append(
+            f"at prevalence {pa.prevalence:g}, threshold {pa.threshold:.4g} ({kind}): PPV {ppv}  NPV {npv}"
+        )
+    if adjusted:
+        first = next(iter(adjusted.values()))
+        lines.append(f"  ({first.method}, n={first.n_boot})")
+    return lines
 
 
 def print_multiclass_evaluation(result) -> None:
@@ -186,6 +224,16 @@ def run(args: argparse.Namespace) -> int:
     from pneumocxr.inference.provenance import inference_settings
     from pneumocxr.inference.validation import VALIDATION, recorded_validation
 
+    prevalence = None
+    if args.prevalence is not None:  # fail before any loading, in one line (not argparse's usage)
+        from pneumocxr.evaluation import check_prevalence
+
+        prevalence = check_prevalence(args.prevalence)
+    if args.threshold_rule is not None:
+        from pneumocxr.inference.operating_rules import check_rule_name
+
+        check_rule_name(args.threshold_rule)
+    check_stress_options(args)  # a bad --stress-shifts fails here, before any loading
     checkpoint = resolve_checkpoint(args.checkpoint)
     data, split = args.data, args.split
     if split == VALIDATION:  # the split the checkpoint records, named by what it is (optimistic or held out)
@@ -204,8 +252,15 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         results_csv=args.results_csv,
         predictor=predictor,
+        threshold_rule=args.threshold_rule,
+        prevalence=prevalence,
     )
     print_evaluation(result)
+    if args.threshold_rule is not None:
+        print(
+            f"threshold rule: {args.threshold_rule}, threshold {result.predictions.threshold:.4g} as the "
+            "checkpoint stores it (chosen on its validation split)"
+        )
     if line := inference_line(inference_settings(predictor)):
         print(line)
     print(f"per-image predictions: {result.files['predictions_csv']}")
@@ -214,4 +269,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"plots:                 {result.out_dir / 'plots'}")
     print(f"performance table:     {result.files['performance_csv']}")
+    if args.stress:  # the same split and loaded model, re-rendered under acquisition shifts
+        run_stress_step(args, checkpoint, data, split, predictor)
     return 0

@@ -113,7 +113,8 @@ def _print_binary(result, n_val: int) -> None:
     op = result.operating_point
     print(
         f"operating point chosen on validation: threshold {op['threshold']:.4f} on probabilities calibrated "
-        f"with temperature {op['temperature']:.3f} (Youden): sensitivity {op['sensitivity']:.4f}  "
+        f"with temperature {op['temperature']:.3f} (rule {op.get('threshold_rule', 'youden')}): "
+        f"sensitivity {op['sensitivity']:.4f}  "
         f"specificity {op['specificity']:.4f}"
     )
 

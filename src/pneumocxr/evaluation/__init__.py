@@ -35,8 +35,10 @@ from pneumocxr.evaluation.metrics import (
     METRIC_LABELS,
     METRIC_NAMES,
     binary_metrics,
+    check_prevalence,
     classification_report,
     confusion_matrix,
+    predictive_values,
 )
 from pneumocxr.evaluation.multiclass import (
     MULTICLASS_LABELS,
@@ -46,7 +48,9 @@ from pneumocxr.evaluation.multiclass import (
     check_multiclass_inputs,
     multiclass_metrics,
 )
-from pneumocxr.evaluation.thresholds import ThresholdChoice, choose_threshold
+from pneumocxr.evaluation.prevalence import PrevalenceAdjusted, prevalence_adjusted
+from pneumocxr.evaluation.thresholds import RULES as THRESHOLD_RULES
+from pneumocxr.evaluation.thresholds import ThresholdChoice, all_rules, choose_threshold
 
 __all__ = [
     "DEFAULT_N_BINS",
@@ -56,17 +60,21 @@ __all__ = [
     "MULTICLASS_LABELS",
     "OVERALL_METRICS",
     "PER_CLASS_METRICS",
+    "THRESHOLD_RULES",
     "DeLongResult",
     "McNemarResult",
     "MetricEstimate",
     "MetricsCI",
     "MulticlassMetrics",
+    "PrevalenceAdjusted",
     "ReliabilityData",
     "ThresholdChoice",
+    "all_rules",
     "apply_temperature",
     "binary_metrics",
     "bootstrap_roc_band",
     "check_multiclass_inputs",
+    "check_prevalence",
     "choose_threshold",
     "classification_report",
     "confusion_matrix",
@@ -78,6 +86,8 @@ __all__ = [
     "metrics_with_ci",
     "multiclass_metrics",
     "pairwise_comparisons",
+    "predictive_values",
+    "prevalence_adjusted",
     "probability_to_logit",
     "reliability_curve",
     "wilson_interval",

@@ -94,6 +94,42 @@ def check_threshold(threshold: float) -> float:
     return t
 
 
+def check_prevalence(prevalence: float) -> float:
+    """A disease prevalence must be a number strictly between 0 and 1."""
+    try:
+        value = float(prevalence)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and 0.0 < value < 1.0):
+        raise ConfigError(
+            f"prevalence={prevalence!r}: use the share of PNEUMONIA among the films the model will read, "
+            "strictly between 0 and 1 (e.g. 0.1)"
+        )
+    return value
+
+
+def predictive_values(
+    sensitivity: float | np.ndarray, specificity: float | np.ndarray, prevalence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(PPV, NPV) at ``prevalence`` from sensitivity and specificity (Bayes' theorem):
+
+    PPV = sens·P / (sens·P + (1 − spec)·(1 − P)),  NPV = spec·(1 − P) / (spec·(1 − P) + (1 − sens)·P).
+
+    The PPV/NPV of a test set carry the test set's own prevalence (Kermany test: 62 % PNEUMONIA);
+    these are what a site with prevalence P would see. NaN where undefined (PPV when sens = 0 and
+    spec = 1: nothing is called positive). Works elementwise on arrays (bootstrap resamples).
+    """
+    prev = check_prevalence(prevalence)
+    sens = np.asarray(sensitivity, dtype=float)
+    spec = np.asarray(specificity, dtype=float)
+    true_pos, false_pos = sens * prev, (1.0 - spec) * (1.0 - prev)
+    true_neg, false_neg = spec * (1.0 - prev), (1.0 - sens) * prev
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ppv = np.where(true_pos + false_pos > 0, true_pos / (true_pos + false_pos), np.nan)
+        npv = np.where(true_neg + false_neg > 0, true_neg / (true_neg + false_neg), np.nan)
+    return ppv, npv
+
+
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Mann–Whitney AUC: P(score of a random positive > a random negative), ties 1/2; NaN if one class."""
     n_pos = int(np.count_nonzero(y))

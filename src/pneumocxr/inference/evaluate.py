@@ -27,7 +27,7 @@ import csv
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,16 @@ import numpy as np
 
 from pneumocxr.data.discovery import Dataset, discover
 from pneumocxr.data.records import ImageRecord
-from pneumocxr.errors import DatasetError
-from pneumocxr.evaluation import DEFAULT_N_BOOT, MetricsCI, expected_calibration_error, metrics_with_ci
+from pneumocxr.errors import ConfigError, DatasetError
+from pneumocxr.evaluation import (
+    DEFAULT_N_BOOT,
+    MetricsCI,
+    PrevalenceAdjusted,
+    check_prevalence,
+    expected_calibration_error,
+    metrics_with_ci,
+    prevalence_adjusted,
+)
 from pneumocxr.inference import outputs
 from pneumocxr.inference.ensemble import EnsemblePredictor, uncertainty_outputs
 from pneumocxr.inference.evaluation_files import (
@@ -50,6 +58,7 @@ from pneumocxr.inference.evaluation_files import (
     summary,
     write_performance_rows,
 )
+from pneumocxr.inference.operating_rules import check_rule_name, rule_summary, with_threshold_rule
 from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor
 from pneumocxr.inference.provenance import file_sha256, inference_settings, inference_suffix
 from pneumocxr.inference.results_table import csv_cell, metric_row
@@ -65,6 +74,8 @@ class EvaluationResult(Evaluated):
     """What ``evaluate_checkpoint`` measured (``Evaluated``: on what, and where it wrote it)."""
 
     metrics: dict[str, MetricsCI]  # threshold kind ("checkpoint", "fixed_0.5") → metrics with CIs
+    # threshold kind → PPV/NPV at the user's prevalence (``evaluate --prevalence``); empty without one
+    prevalence_adjusted: dict[str, PrevalenceAdjusted] = field(default_factory=dict)
 
     def undefined(self, kind: str = "checkpoint") -> dict[str, str]:
         """metric → why it is NaN, at one threshold kind."""
@@ -102,6 +113,8 @@ def evaluate_checkpoint(
     results_csv: str | os.PathLike | None = None,
     reuse_predictions: bool = False,
     predictor: Predictor | None = None,
+    threshold_rule: str | None = None,
+    prevalence: float | None = None,
 ) -> EvaluationResult:
     """Evaluate ``checkpoint`` on ``split`` of ``data_root`` into ``out_dir`` (module docstring).
 
@@ -109,7 +122,14 @@ def evaluate_checkpoint(
     (sha256) for the same images, use them instead of running the model again. ``predictor``: an
     already loaded one for ``checkpoint`` (saves loading it twice). A k-class checkpoint is measured
     by ``evaluate_multiclass`` and returns a ``MulticlassEvaluationResult`` (never reused).
+    ``threshold_rule``: decide at that rule's stored threshold instead of the checkpoint's (the
+    model is named ``NAME@RULE``; a checkpoint without stored rules is refused). ``prevalence``:
+    also report PPV/NPV at that prevalence (``evaluation.prevalence``). Both: binary task only.
     """
+    if prevalence is not None:
+        prevalence = check_prevalence(prevalence)
+    if threshold_rule is not None:
+        check_rule_name(threshold_rule)
     out_dir = Path(out_dir)
     checkpoint = Path(checkpoint)
     # A Dataset is taken as given: evaluation splits that are no folder (inference.validation).
@@ -121,6 +141,12 @@ def evaluate_checkpoint(
     settings = inference_settings(predictor)  # TTA / MC-dropout: named in the results and metrics.json
     if len(predictor.meta.class_names) > 2:  # -- k-class task (inference/evaluate_multiclass.py) --
         from pneumocxr.inference.evaluate_multiclass import evaluate_multiclass
+
+        if threshold_rule is not None or prevalence is not None:
+            raise ConfigError(
+                f"{checkpoint} decides by argmax over {len(predictor.meta.class_names)} classes: "
+                "--threshold-rule and --prevalence apply to the binary (NORMAL/PNEUMONIA) task only"
+            )
 
         return evaluate_multiclass(  # type: ignore[return-value]  (a MulticlassEvaluationResult)
             predictor,
@@ -137,6 +163,10 @@ def evaluate_checkpoint(
             cache_dir=cache_dir,
             results_csv=results_csv,
         )
+    suffix = inference_suffix(settings)
+    if threshold_rule is not None:
+        predictor = with_threshold_rule(predictor, threshold_rule)
+        suffix += f"@{threshold_rule}"
     # Ensembles: predictions.csv lacks the members' probabilities (their spread), so never reused.
     reuse = reuse_predictions and not isinstance(predictor, EnsemblePredictor)
     batch = _reusable(out_dir, sha, dataset, split, records, predictor) if reuse else None
@@ -144,11 +174,13 @@ def evaluate_checkpoint(
     if batch is None:
         logger.info("predicting %d %s images of %s", len(records), split, dataset.root)
         batch = predictor.predict_records(records, cache=prediction_cache(predictor, cache_dir))
+    metrics = _metrics(records, batch, n_boot, seed)
     result = EvaluationResult(
-        model=model_label(checkpoint) + inference_suffix(settings),
+        model=model_label(checkpoint) + suffix,
         **evaluated_fields(predictor, checkpoint, sha, dataset, root, split, out_dir, records),
         predictions=batch,
-        metrics=_metrics(records, batch, n_boot, seed),
+        metrics=metrics,
+        prevalence_adjusted=_at_prevalence(records, batch, metrics, prevalence, n_boot, seed),
         reused_predictions=reused,
     )
     for message in result.selection.warnings:
@@ -166,6 +198,34 @@ def _metrics(
     return {
         kind: metrics_with_ci(y, p, patients, t, n_boot=n_boot, seed=seed, confidence=CONFIDENCE)
         for kind, t in (("checkpoint", batch.threshold), ("fixed_0.5", FIXED_THRESHOLD))
+    }
+
+
+def _at_prevalence(
+    records: list[ImageRecord],
+    batch: PredictionBatch,
+    metrics: dict[str, MetricsCI],
+    prevalence: float | None,
+    n_boot: int,
+    seed: int,
+) -> dict[str, PrevalenceAdjusted]:
+    """PPV/NPV at ``prevalence`` for each threshold kind (none without a prevalence)."""
+    if prevalence is None:
+        return {}
+    y = np.array([r.label for r in records], dtype=np.int64)
+    patients = [r.patient_id for r in records]
+    return {
+        kind: prevalence_adjusted(
+            y,
+            batch.calibrated_probability,
+            patients,
+            ci.info["threshold"],
+            prevalence,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=CONFIDENCE,
+        )
+        for kind, ci in metrics.items()
     }
 
 
@@ -266,6 +326,8 @@ def _summary(
         "temperature": batch.temperature,
         "threshold_applies_to": "calibrated_probability",
         "metrics": per_kind,
+        "threshold_rule": rule_summary(meta),
+        "prevalence_adjusted": {kind: pa.to_dict() for kind, pa in result.prevalence_adjusted.items()},
         "uncalibrated": {
             "brier": float(np.mean((batch.probability - y) ** 2)),
             "ece": expected_calibration_error(y, batch.probability),
@@ -273,7 +335,7 @@ def _summary(
     }
     checkpoint_meta = checkpoint_meta_summary(
         meta,
-        threshold=meta.threshold,
+        threshold=rule_summary(meta)["checkpoint_threshold"],  # its own, whatever --threshold-rule
         temperature=meta.temperature,
         # how it was chosen on validation: train() stores "operating_point", ensembles "threshold_choice"
         threshold_choice=meta.extra.get("operating_point") or meta.extra.get("threshold_choice"),

@@ -193,8 +193,16 @@ def read_payload(path: str | os.PathLike, *, map_location: Any = "cpu", mmap: bo
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated zip, bad pickle, refused (non-data) object
         raise CheckpointError(
-            f"{path}: not a readable checkpoint, corrupt or truncated? ({type(exc).__name__}: {exc})"
+            f"{path}: not a readable checkpoint, corrupt or truncated? ({type(exc).__name__}: {_reason(exc)})"
         ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """One line of why torch.load failed: its weights-only refusal is a page of advice (to load
+    with weights_only=False: never for a checkpoint) around one useful line."""
+    text = str(exc).split("WeightsUnpickler error:")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else "no detail"
 
 
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
@@ -259,14 +267,15 @@ def meta_from_payload(
     preprocess: Preprocess,
 ) -> CheckpointMeta:
     """The CheckpointMeta of a checkpoint or ensemble payload; the caller says what the model is."""
+    threshold, temperature = _decision_values(data, where)
     return CheckpointMeta(
         path=where,
         model_name=model_name,
         model_kwargs=model_kwargs,
         preprocess=preprocess,
         class_names=tuple(data["class_names"]),
-        threshold=float(data.get("threshold", 0.5)),
-        temperature=float(data.get("temperature", 1.0)),
+        threshold=threshold,
+        temperature=temperature,
         metrics=dict(data.get("metrics", {})),
         config=dict(data.get("config", {})),
         extra=dict(data.get("extra", {})),
@@ -274,6 +283,31 @@ def meta_from_payload(
         created=str(data.get("created", "")),
         task=str(data.get("task") or task_of_class_names(data["class_names"]) or "custom"),
     )
+
+
+def _decision_values(data: Mapping[str, Any], where: str) -> tuple[float, float]:
+    """(threshold, temperature) of a payload (0.5 and 1.0 when absent), or a CheckpointError naming
+    ``where``: a threshold outside (0, 1) or a temperature that is not a positive number would turn
+    every prediction into one class, or into NaN, without a word."""
+    try:
+        threshold = float(data.get("threshold", 0.5))
+        temperature = float(data.get("temperature", 1.0))
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"{where}: threshold={data.get('threshold')!r}, temperature={data.get('temperature')!r} are "
+            "not numbers; the checkpoint is damaged: re-export or retrain it"
+        ) from None
+    if not (math.isfinite(threshold) and 0.0 < threshold < 1.0):
+        raise CheckpointError(
+            f"{where}: threshold={threshold!r} is not a probability strictly between 0 and 1 (it would "
+            "call every image one class); the checkpoint is damaged or was edited: re-export or retrain it"
+        )
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise CheckpointError(
+            f"{where}: temperature={temperature!r} must be a positive finite number (1.0 = uncalibrated); "
+            "the checkpoint is damaged or was edited: re-export or retrain it"
+        )
+    return threshold, temperature
 
 
 def _task(task: str | None, class_names: list[str]) -> str:

@@ -17,7 +17,8 @@ everything a run does (threshold, temperature, best.pt) happens per fold. Output
     out_dir/fold<i>/                 a complete run folder (best.pt, history.csv …)
     out_dir/fold<i>/oof_predictions.csv, fold_result.json   written when the fold is finished
     out_dir/oof_predictions.csv      every training image exactly once, sorted by path
-    out_dir/cv_metrics.{csv,md}      per-fold metrics and mean ± std (sample std, ddof = 1)
+    out_dir/cv_metrics.{csv,md}      per-fold metrics and mean ± std (sample std, ddof = 1); the .md and
+                                     cv.json ``threshold_rules`` add each rule's spread over folds (cv_rules)
     out_dir/cache/                   preprocessed pixels, shared by the folds (unless data.cache_dir is set)
 
 Resumable: re-running the same command skips folds with a ``fold_result.json`` and continues an
@@ -43,6 +44,7 @@ from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import ConfigError, DatasetError
 from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, choose_threshold
 from pneumocxr.models import load_checkpoint, to_model_input
+from pneumocxr.training.cv_rules import spread_markdown, threshold_rule_spread
 from pneumocxr.training.datamodule import split_info, split_records
 from pneumocxr.training.hardware import resolve_accelerator
 from pneumocxr.training.train import train
@@ -333,6 +335,9 @@ def _summarise(config: RunConfig, out_dir: Path, folds: tuple[FoldResult, ...]) 
         for name in METRIC_NAMES
     }
     files.update(_write_tables(out_dir, folds, summary, pooled))
+    rule_spread = threshold_rule_spread(rows, seed=config.train.seed)  # training/cv_rules.py
+    with files["metrics_md"].open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(spread_markdown(rule_spread)) + "\n")
     cv_json = out_dir / CV_FILE
     saved = json.loads(cv_json.read_text(encoding="utf-8"))
     saved.update(
@@ -340,6 +345,7 @@ def _summarise(config: RunConfig, out_dir: Path, folds: tuple[FoldResult, ...]) 
         pooled=pooled,
         fold_runs=[{"fold": f.fold, "checkpoint": str(f.checkpoint), "n_images": f.n_images} for f in folds],
         holdout_split=holdout_split(config, [*train, *val]),
+        threshold_rules=rule_spread,
     )
     cv_json.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
     files["cv_json"] = cv_json

@@ -306,6 +306,16 @@ class ChestXrayDataModule(L.LightningDataModule):
         self.setup("fit")
         return self._sets["train"].pixels
 
+    def val_pixels(self) -> torch.Tensor:
+        """The validation images, (N, S, S) uint8 in split order (after ``setup``)."""
+        self.setup("fit")
+        return self._sets["val"].pixels
+
+    def val_labels(self) -> torch.Tensor:
+        """The validation labels, (N,) in split order: 0/1, or class indices for k classes."""
+        self.setup("fit")
+        return self._sets["val"].labels
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._sets["train"]
         generator = torch.Generator().manual_seed(self.train_cfg.seed)
@@ -340,7 +350,8 @@ class ChestXrayDataModule(L.LightningDataModule):
         training = trainer is not None and trainer.training
         augmenter = (
             self._get_augmenter(pixels.device)
-            if training and (self.augment.has_geometry or self.augment.has_intensity)
+            if training
+            and (self.augment.has_geometry or self.augment.has_intensity or self.augment.has_texture)
             else None
         )
         images = to_model_input(

@@ -8,6 +8,7 @@ decision threshold) is fitted on the logits of that same pass: never on test.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +16,23 @@ import numpy as np
 import torch
 
 from pneumocxr.config import RunConfig, to_dict
-from pneumocxr.evaluation import apply_temperature, choose_threshold, fit_temperature
+from pneumocxr.errors import ConfigError
+from pneumocxr.evaluation import all_rules, apply_temperature, fit_temperature
 from pneumocxr.models import save_checkpoint
 from pneumocxr.training.bn_recalibration import needs_recalibration, recalibrate_batchnorm
-from pneumocxr.training.callbacks import MONITOR, MONITOR_MODE
+from pneumocxr.training.callbacks import MONITOR
 from pneumocxr.training.datamodule import ChestXrayDataModule
 from pneumocxr.training.module import ClassifierModule
 from pneumocxr.training.phases import PhaseResult
-from pneumocxr.training.trainer import distributed_backend, load_weights, make_trainer
+from pneumocxr.training.selection import select_checkpoint
+from pneumocxr.training.trainer import distributed_backend, load_weights, make_trainer, read_lightning
 
 logger = logging.getLogger(__name__)
 
 CHOSEN_ON = "validation (carved from train)"
 # The decision rule of a k-class checkpoint; its stored ``threshold`` is unused (left at 0.5).
 ARGMAX = "argmax of the calibrated probabilities"
+VALIDATION_PRECISION = "32-true"  # the exported validation pass: as Predictor scores (float32)
 
 
 def export_best(
@@ -43,11 +47,25 @@ def export_best(
 
     Returns (best phase, validation metrics, split info, operating point, global rank).
     """
-    pick = max if MONITOR_MODE == "max" else min
-    best = pick(phases, key=lambda p: p.best_score)  # ties: the earlier phase
-    load_weights(model, best.best_path)
+    chosen, selection = select_checkpoint(
+        config.train.select_on,
+        phases,
+        model,
+        datamodule.val_pixels(),
+        datamodule.val_labels(),
+        bf16=settings["precision"] == "bf16-mixed",
+    )
+    best = next(p for p in phases if p.phase == selection["chosen_phase"])
+    # a phase's last checkpoint may win under train.select_on=stress
+    best_epoch = best.best_epoch if chosen == best.best_path else _global_epoch(chosen, phases, best)
+    load_weights(model, chosen)
     recalibrated = _recalibrate(config, model, datamodule, settings)
-    trainer = make_trainer(config, settings, callbacks=[], logger=False)
+    # The final pass runs in float32 whatever the training precision: the temperature and every
+    # threshold rule are fitted on these logits and Predictor scores in float32. Measured (cpu_fast,
+    # bf16-mixed): the Youden edge on the bf16 pass was 0.163, on Predictor's float32 logits 0.266.
+    trainer = make_trainer(
+        config, {**settings, "precision": VALIDATION_PRECISION}, callbacks=[], logger=False
+    )
     module = ClassifierModule(model, **datamodule.loss_settings())
     module.collect_predictions = True
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
@@ -57,18 +75,26 @@ def export_best(
     if len(class_names) > 2:
         operating = multiclass_operating_point(logits, labels, class_names)
     else:
-        operating = operating_point(logits, labels)
+        operating = operating_point(
+            logits,
+            labels,
+            _val_patient_ids(datamodule, labels, trainer.world_size),
+            rule=config.train.threshold_rule,
+            seed=config.train.seed,
+        )
     split = datamodule.split_info().as_dict()
     if trainer.is_global_zero:
         extra = {
             "task": config.data.task,
             "split": split,
-            "best_epoch": best.best_epoch,
+            "best_epoch": best_epoch,
             "best_phase": best.phase,
             "monitor": MONITOR,
-            "lightning_checkpoint": best.best_path,
+            "selection": selection,  # training/selection.py: the rule and what it chose over what
+            "lightning_checkpoint": chosen,
             "accelerator": settings["accelerator"],
             "precision": settings["precision"],
+            "validation_precision": VALIDATION_PRECISION,  # of the pass behind metrics and operating point
             "epochs_run": sum(p.epochs_run for p in phases),
             "operating_point": operating,
             "bn_recalibrated_layers": recalibrated,  # training/bn_recalibration.py
@@ -95,6 +121,12 @@ def export_best(
     return best, metrics, split, operating, trainer.global_rank
 
 
+def _global_epoch(path: str, phases: list[PhaseResult], phase: PhaseResult) -> int:
+    """The 1-based epoch, counted across phases, at which the Lightning checkpoint ``path`` was saved."""
+    offset = sum(p.epochs_run for p in phases if p.phase < phase.phase)
+    return offset + int(read_lightning(path)["epoch"]) + 1
+
+
 def _recalibrate(
     config: RunConfig, model: torch.nn.Module, datamodule: ChestXrayDataModule, settings: dict[str, Any]
 ) -> int:
@@ -117,17 +149,56 @@ def _recalibrate(
     )
 
 
-def operating_point(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def operating_point(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    patient_ids: Sequence[str] | None = None,
+    *,
+    rule: str = "youden",
+    seed: int = 0,
+) -> dict[str, Any]:
     """Temperature and decision threshold chosen on the validation predictions (binary task).
 
-    Temperature scaling (validation NLL) calibrates the probabilities; the threshold maximises
-    Youden's J on the calibrated probabilities. A raw 0.5 cut is arbitrary for a model trained
-    with class weights, so the checkpoint carries a threshold chosen on validation: never on test.
-    ``evaluate`` reports both this threshold and 0.5.
+    Temperature scaling (validation NLL) calibrates the probabilities; then EVERY threshold rule
+    (``evaluation.thresholds.RULES``) is computed on the calibrated probabilities and stored under
+    ``rules`` (rule → threshold, validation sensitivity/specificity, margin …), so ``evaluate
+    --threshold-rule`` can apply any of them later without the validation images. ``rule`` (config
+    ``train.threshold_rule``) is the one whose fields are also stored at the top level and whose
+    threshold becomes the checkpoint's. A raw 0.5 cut is arbitrary for a model trained with class
+    weights, so the checkpoint carries a threshold chosen on validation: never on test.
+    ``patient_ids`` (aligned with ``labels``): the ``bootstrap_median`` rule resamples patients;
+    None resamples images. ``seed`` seeds that bootstrap.
     """
     temperature = fit_temperature(logits, labels)
-    choice = choose_threshold(labels, apply_temperature(logits, temperature), method="youden")
-    return {"temperature": temperature, **choice.to_dict(), "chosen_on": CHOSEN_ON}
+    calibrated = apply_temperature(logits, temperature)
+    rules = all_rules(labels, calibrated, patient_ids, seed=seed)
+    if rule not in rules:
+        raise ConfigError(f"train.threshold_rule={rule!r}; use one of {', '.join(rules)}")
+    return {
+        "temperature": temperature,
+        **rules[rule].to_dict(),
+        "threshold_rule": rule,
+        "rules": {name: choice.to_dict() for name, choice in rules.items()},
+        "chosen_on": CHOSEN_ON,
+    }
+
+
+def _val_patient_ids(
+    datamodule: ChestXrayDataModule, labels: np.ndarray, world_size: int
+) -> list[str] | None:
+    """The patient of each gathered validation prediction, or None when the order cannot be trusted.
+
+    Each DDP rank scores ``val[rank::world_size]`` in order (unpadded sampler, no shuffle) and the
+    ranks' predictions are concatenated, so the gathered order is known; it is checked against the
+    labels, and on any mismatch the bootstrap falls back to resampling images.
+    """
+    val = datamodule.records()[1]
+    n = len(val)
+    order = np.concatenate([np.arange(rank, n, world_size) for rank in range(world_size)])
+    if len(labels) != n or not np.array_equal(np.array([val[i].label for i in order]), labels):
+        logger.warning("validation predictions do not line up with the records: bootstrapping images")
+        return None
+    return [f"{val[i].split}/{val[i].patient_id}" for i in order]
 
 
 def multiclass_operating_point(
