@@ -68,7 +68,10 @@ def test_maps_of_a_trained_model_differ_from_its_randomised_copy(trained_tiny):
     assert rows[0].stage == "classifier"
     full = rows[-1]
     assert full.constant_maps < len(x)
-    assert full.spearman < 0.5 and full.ssim < 0.5
+    # Measured on this 30-step toy model: Spearman 0.54 with 1 thread and 0.19 with 2 (the tiny training's
+    # float sums differ by thread count and CPU), SSIM ~0.2 either way; a map that survived randomisation
+    # would be near 1. 0.7 separates the two without depending on the kernels a machine picks.
+    assert full.spearman < 0.7 and full.ssim < 0.5
     # control: the same model is perfectly similar to itself
     maps = compute_cam(model, x, method="gradcam", target="pneumonia").maps
     assert np.mean([ssim(a, a) for a in maps]) == pytest.approx(1.0)

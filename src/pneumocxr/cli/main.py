@@ -15,9 +15,11 @@ from pneumocxr.cli import (
     ensemble_cmd,
     evaluate_cmd,
     explain_cmd,
+    model_card_cmd,
     models_cmd,
     predict_cmd,
     run_cmd,
+    shortcut_cmd,
     train_cmd,
     tune_cmd,
 )
@@ -32,9 +34,11 @@ SUBCOMMAND_MODULES = (
     compare_cmd,
     predict_cmd,
     explain_cmd,
+    shortcut_cmd,
     tune_cmd,
     cv_cmd,
     ensemble_cmd,
+    model_card_cmd,
 )
 
 

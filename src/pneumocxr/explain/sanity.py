@@ -186,14 +186,22 @@ def deletion_insertion(
     class_names: Sequence[str] = CLASS_NAMES,
     *,
     steps: int = 16,
+    baseline: torch.Tensor | None = None,
 ) -> Faithfulness:
-    """Deletion/insertion curves over ``steps`` equal fractions of pixels, most relevant first."""
+    """Deletion/insertion curves over ``steps`` equal fractions of pixels, most relevant first.
+
+    ``baseline``: the "removed" image (N, C, S, S) as the model sees it; default ``blurred(inputs)``.
+    Ties in a map are taken in pixel (raster) order: pass rank-transformed maps
+    (``road.rank_maps``) for a random tie-break.
+    """
     if maps.shape[0] != inputs.shape[0] or maps.shape[1:] != inputs.shape[-2:]:
         raise ValueError(f"maps {maps.shape} do not match inputs {tuple(inputs.shape)}")
     names = resolve_targets(torch.zeros(len(target_classes), 1), target_classes, class_names)
     device = next(model.parameters()).device
     inputs = inputs.detach().to(device)
-    base = blurred(inputs)
+    base = blurred(inputs) if baseline is None else baseline.detach().to(device, inputs.dtype)
+    if base.shape != inputs.shape:
+        raise ValueError(f"baseline {tuple(base.shape)} does not match inputs {tuple(inputs.shape)}")
     pixels = inputs.shape[-1] * inputs.shape[-2]
     counts = [round(pixels * k / steps) for k in range(steps + 1)]
     was_training = model.training
