@@ -4,7 +4,13 @@ Importing this package registers every model; heavy libraries (timm, torchvision
 efficientnet-lite) are imported only when a model that needs them is built.
 """
 
-from pneumocxr.models import custom_cnn, efficientnet_lite, timm_backbones, vgg  # noqa: F401  (registers)
+from pneumocxr.models import (  # noqa: F401  (registers)
+    custom_cnn,
+    custom_cnn_attention,
+    efficientnet_lite,
+    timm_backbones,
+    vgg,
+)
 from pneumocxr.models.channels import ChannelAdapter, make_preprocess
 from pneumocxr.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from pneumocxr.models.finetune import param_groups, set_finetune

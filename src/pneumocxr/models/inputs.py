@@ -34,13 +34,22 @@ def to_model_input(
     images = torch.as_tensor(pixels).unsqueeze(1).float().div_(255.0)  # (N, 1, S, S) in [0, 1]
     if augment is not None:
         images = augment(images)  # (N, 1, S, S)
+    images = normalise(images, preprocess)  # (N, C, S, S)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def normalise(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """(N, 1, S, S) float in [0, 1] → (N, C, S, S): repeat to C channels, subtract mean, divide by std.
+
+    The second half of ``to_model_input``, for callers that hold [0, 1] pixels as a float tensor:
+    an adversarial attack perturbs those pixels and needs gradients through this step.
+    """
     channels = preprocess.channels
     mean = torch.tensor(preprocess.mean, device=images.device, dtype=images.dtype)
     std = torch.tensor(preprocess.std, device=images.device, dtype=images.dtype)
     # one value (shared by all channels) or one per channel → (1, C, 1, 1) for broadcasting
     mean = mean.expand(channels).reshape(1, channels, 1, 1)
     std = std.expand(channels).reshape(1, channels, 1, 1)
-    images = (images.expand(-1, channels, -1, -1) - mean) / std  # (N, C, S, S)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
+    return (images.expand(-1, channels, -1, -1) - mean) / std  # (N, C, S, S)

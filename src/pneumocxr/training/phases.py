@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from pneumocxr.config import RunConfig, dump_yaml
 from pneumocxr.errors import ConfigError
 from pneumocxr.models import param_groups
+from pneumocxr.training.adversarial import adversarial_callbacks
 from pneumocxr.training.bn_recalibration import RecalibrateBatchNorm, needs_recalibration
 from pneumocxr.training.callbacks import standard_callbacks
 from pneumocxr.training.datamodule import ChestXrayDataModule
@@ -70,6 +71,7 @@ def run_phase(
         multiclass=len(datamodule.class_names) > 2,
     )
     callbacks = [*callbacks, *settings["callbacks"]]
+    callbacks += adversarial_callbacks(tcfg)  # FGSM examples in each batch when train.adversarial_eps > 0
     if tcfg.ema_decay > 0:
         # Validation, checkpoints and so best.pt see the averaged weights (Lightning swaps them in),
         # and a resumed run continues the average from last.ckpt.
