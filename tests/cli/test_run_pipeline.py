@@ -68,6 +68,9 @@ def test_run_writes_the_reference_output_tree(pipeline):
         assert (out / "models" / f"{name}.pt").is_file()
         assert os.path.samefile(out / "models" / f"{name}.pt", out / "runs" / name / "best.pt")
         assert (out / "evaluation" / name / "predictions.csv").is_file()
+        assert (out / "stress" / name / "stress.csv").is_file()  # the shift-stress suite on validation
+        card = (out / "model_cards" / f"{name}.md").read_text()
+        assert "NOT a medical device" in card and "Stress" in card
     for plot in (
         "dataset_distribution",
         "roc_comparison",
@@ -75,10 +78,17 @@ def test_run_writes_the_reference_output_tree(pipeline):
         "gradcam_visualizations",
     ):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
-    for result in ("performance_metrics.csv", "data_check.json", "comparison.csv", "comparison.md"):
+    results = (
+        "performance_metrics.csv",
+        "data_check.json",
+        "comparison.csv",
+        "comparison.md",
+        "stress_summary.csv",
+    )
+    for result in results:
         assert (out / "results" / result).is_file()
     assert (out / "report.html").is_file()
-    assert "[6/6] report" in printed and "validation AUC" in printed
+    assert f"[{len(run_cmd.STEPS)}/{len(run_cmd.STEPS)}] report" in printed and "validation AUC" in printed
 
 
 def test_metrics_and_comparison_are_on_the_test_split_for_both_models(pipeline):
@@ -232,13 +242,17 @@ def test_presets_pick_the_reference_or_cpu_recipes(tmp_path):
         resolve_preset("gpu")
 
 
-def test_the_cpu_preset_trains_cpu_fast_and_the_two_seed_models(tmp_path):
+def test_the_cpu_preset_trains_cpu_accurate_and_the_two_seed_models(tmp_path):
     names = model_names([], "cpu")
     assert names == list(CPU_MODELS)
     cpu = plan_models(names, "cpu", tmp_path, tmp_path / "cache", [])
-    assert [Path(p.recipe).name for p in cpu] == ["cpu_fast.yaml", "cpu_custom_cnn.yaml", "cpu_vgg16.yaml"]
+    assert [Path(p.recipe).name for p in cpu] == [
+        "cpu_accurate.yaml",
+        "cpu_custom_cnn.yaml",
+        "cpu_vgg16.yaml",
+    ]
     assert [p.label for p in cpu] == [
-        "efficientnet_lite0 (cpu_fast)",
+        "efficientnet_lite0 (cpu_accurate)",
         "custom_cnn (cpu_custom_cnn)",
         "vgg16_transfer (cpu_vgg16)",
     ]
@@ -299,7 +313,9 @@ def test_a_model_without_its_weights_is_skipped_and_the_run_completes(tmp_path, 
     warning = "WARNING: vgg16_transfer is NOT trained"
     lines = printed.splitlines()
     assert printed.count(warning) == 2  # when found (before any work) and as the very last line
-    assert lines.index(next(x for x in lines if x.startswith(warning))) < lines.index("== [1/6] data check")
+    assert lines.index(next(x for x in lines if x.startswith(warning))) < lines.index(
+        f"== [1/{len(run_cmd.STEPS)}] data check"
+    )
     assert lines[-1].startswith(warning) and VGG16_FIX in lines[-1] and VGG16_URL in lines[-1]
     assert "custom_cnn is the only trained model: evaluated alone, no comparison" in printed
 

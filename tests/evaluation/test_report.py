@@ -119,6 +119,15 @@ def make_tree(out: Path, model: str = "cnn") -> Path:
     write_json(
         out / "plots" / "gradcam_visualizations.json", {"method": "gradcam", "threshold": 0.42, "cases": []}
     )
+    stress_row = {
+        "model": model,
+        "n_images": 200,
+        "clean_auc": 0.99,
+        "worst_auc": 0.83,
+        "worst_auc_shift": "noise severe",
+    }
+    write_csv(out / "results" / "stress_summary.csv", [stress_row])
+    png(out / "stress" / model / "stress.png")
     steps = [{"step": "train", "seconds": 812.5}, {"step": "evaluate", "seconds": 41.0}]
     write_json(out / "results" / "run_summary.json", {"steps": steps, "versions": {"torch": "2.14.1"}})
     return out
@@ -196,7 +205,9 @@ def test_complete_tree_has_every_section_and_nothing_not_run(tmp_path):
 
 def test_every_figure_is_an_embedded_png_and_nothing_is_fetched(tmp_path):
     text, page = render(make_tree(tmp_path))
-    assert len(page.images) == 5 + 1 + 4 + 2 + 1 + 1  # EDA, curves, eval, comparison, reliability, Grad-CAM
+    assert (
+        len(page.images) == 5 + 1 + 4 + 2 + 1 + 1 + 1
+    )  # EDA, curves, eval, comparison, reliability, Grad-CAM, stress
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1], validate=True).startswith(PNG_SIGNATURE)
@@ -326,6 +337,7 @@ def test_report_reads_what_the_real_pipeline_writes(tmp_path):
     compare_models(runs, data, out_dir=out, n_boot=20, device="cpu", speed_seconds=0.05)
     _, page = render(out)
     notes = " | ".join(page.not_run)
-    assert {n.split(" — ")[0] for n in page.not_run} <= {"Not run: Grad-CAM", "Not run: run summary"}, notes
+    not_here = {"Not run: Grad-CAM", "Not run: run summary", "Not run: shift-stress suite"}  # run's steps
+    assert {n.split(" — ")[0] for n in page.not_run} <= not_here, notes
     assert len(page.images) == 5 + 2 + 2 * 4 + 2 + 2
     assert TEST_LABEL in page.all_text and "p AUC vs a (DeLong)" in page.all_text

@@ -146,3 +146,32 @@ def test_wide_zoom_reaches_both_zoom_in_and_zoom_out():
     out = BatchAugmenter(AugmentParams(zoom=0.35), _gen(5))(images)
     area = (out > 0.5).float().mean(dim=(1, 2, 3)) / (images > 0.5).float().mean()
     assert float(area.min()) < 0.75 and float(area.max()) > 1.3
+
+
+def test_texture_jitter_is_seeded_keeps_range_and_moves_no_content():
+    images = torch.zeros(8, 1, 32, 32)
+    images[:, :, 12:20, 12:20] = 1.0
+    params = AugmentParams(noise=0.05, blur=1.5)
+    out = BatchAugmenter(params, _gen(3))(images)
+    assert torch.equal(out, BatchAugmenter(params, _gen(3))(images))
+    assert out.shape == images.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    centre = out[:, 0, 14:18, 14:18].mean()
+    assert float(centre) > 0.7 and float(out[:, 0, :4, :4].mean()) < 0.3  # the square stays where it was
+
+
+def test_blur_smooths_an_edge_and_zero_sigma_is_the_identity():
+    from pneumocxr.training.augment import _blur
+
+    images = torch.zeros(2, 1, 16, 16)
+    images[:, :, :, 8:] = 1.0
+    out = _blur(images, torch.tensor([0.0, 2.0]))
+    assert torch.equal(out[0], images[0])
+    assert 0.05 < float(out[1, 0, 8, 7]) < 0.5 and 0.5 < float(out[1, 0, 8, 8]) < 0.95
+    assert torch.allclose(out[1].mean(), images[1].mean(), atol=1e-5)  # a blur keeps the mean
+
+
+def test_noise_jitter_adds_noise_of_at_most_the_given_std():
+    images = torch.full((64, 1, 32, 32), 0.5)
+    out = BatchAugmenter(AugmentParams(noise=0.04), _gen(6))(images)
+    stds = (out - images).std(dim=(1, 2, 3))
+    assert float(stds.max()) <= 0.045 and float(stds.max()) > 0.02

@@ -64,6 +64,7 @@ def test_cpu_accurate_recipe_trains_the_whole_network_with_wide_zoom():
     assert config.train.augment == "fov"
     assert config.train.ema_decay > 0 and config.train.label_smoothing > 0
     assert config.train.lr_schedule == "cosine"
+    assert config.train.select_on == "stress" and config.train.threshold_rule == "target_sensitivity"
     assert TrainConfig().ema_decay == 0  # the reference recipe's default stays untouched
 
 
@@ -98,3 +99,33 @@ def test_ema_run_exports_the_averaged_weights(tmp_path):
     best = read_lightning(meta.extra["lightning_checkpoint"])["state_dict"]
     exported = model.state_dict()
     assert torch.equal(exported[key.removeprefix("model.")], best[key])  # best.pt holds averaged weights
+
+
+@pytest.mark.slow
+def test_stress_selection_scores_best_and_last_and_records_its_choice(tmp_path):
+    root = make_kermany_tree(tmp_path / "cx", splits=("train",), patients_per_class=12, size=(36, 36))
+    settings = {
+        "data": {"root": str(root), "val_fraction": 0.25},
+        "model": {"name": "custom_cnn", "image_size": 32},
+        "train": {"max_epochs": 3, "batch_size": 8, "lr": 1e-3, "precision": "32", "select_on": "stress"},
+    }
+    config = from_dict(RunConfig, settings)
+    result = train(config, tmp_path / "run", progress=False)
+    _, meta = load_checkpoint(result.best_checkpoint)
+    selection = meta.extra["selection"]
+    assert selection["rule"] == "stress"
+    kinds = {c["kind"] for c in selection["candidates"]}
+    assert kinds <= {"best", "last"} and "best" in kinds
+    scores = {c["path"]: c["score"] for c in selection["candidates"]}
+    assert selection["chosen"] == max(scores, key=scores.get)
+    assert meta.extra["lightning_checkpoint"] == selection["chosen"]
+    for c in selection["candidates"]:
+        assert 0.0 <= c["stress_auc"] <= 1.0 and c["score"] == pytest.approx(
+            0.5 * c["val_auc"] + 0.5 * c["stress_auc"]
+        )
+    assert 1 <= meta.extra["best_epoch"] <= 3
+
+
+def test_select_on_must_be_a_known_rule():
+    with pytest.raises(ConfigError, match="val_auc or stress"):
+        from_dict(RunConfig, {"train": {"select_on": "luck"}})

@@ -1,11 +1,12 @@
 """``pneumocxr run``: the main job (what ``make run`` does).
 
 pre-flight (every model's pretrained weights, see run_weights) → data check → EDA → train the
-preset's models (cpu, the default without a CUDA GPU: efficientnet_lite0 on cpu_fast,
+preset's models (cpu, the default without a CUDA GPU: efficientnet_lite0 on cpu_accurate,
 custom_cnn, vgg16_transfer; reference: custom_cnn and vgg16_transfer on the seed recipes) and any
 ``--models`` (threshold and temperature chosen on the carved validation split by training) →
 evaluate and compare (on ``test`` when the data has one, else on the carved validation split and
-the official ``val``, labelled as such) → Grad-CAM figure → ``report.html``.
+the official ``val``, labelled as such) → Grad-CAM figure → shift-stress suite on each model's
+validation split (run_robustness) → a model card per model → ``report.html``.
 
 A model whose pretrained weights cannot be had (offline: VGG16's ImageNet file is not on PyPI) is
 skipped, not trained from random weights and not fatal: a warning line when it is found and
@@ -18,10 +19,12 @@ Output tree (``--out``, default ``output/``)::
     models/<model>.pt             each run's best.pt
     evaluation/<model>/           per-image predictions, metrics with CIs, plots (first split)
     official_val/                 the same tree for the official val/ when there is no test split
+    stress/<model>/               stress.{csv,json,md,png}: validation under acquisition shifts
+    model_cards/<model>.md        intended use, data, metrics with CIs, stress results, limitations
     plots/                        dataset_distribution, roc_comparison, confusion_matrix_comparison,
                                   gradcam_visualizations (.png)
     results/                      performance_metrics.csv, data_check.json, comparison.{csv,md},
-                                  run_summary.json
+                                  stress_summary.csv, run_summary.json
     cache/                        preprocessed images, shared by EDA, training and evaluation
     report.html
 
@@ -42,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pneumocxr.cli import run_steps, run_weights
+from pneumocxr.cli import run_robustness, run_steps, run_weights
 from pneumocxr.cli.common_args import add_overrides_option
 from pneumocxr.cli.run_recipes import PRESETS, model_names, plan_models, resolve_preset
 from pneumocxr.cli.run_steps import RunState
@@ -56,6 +59,8 @@ STEPS: tuple[tuple[str, Callable[[RunState], str]], ...] = (
     ("train", run_steps.train_models),
     ("evaluate and compare", run_steps.evaluate_and_compare),
     ("grad-cam", run_steps.gradcam),
+    ("stress", run_robustness.stress),
+    ("model cards", run_robustness.model_cards),
     ("report", run_steps.report),
 )
 
@@ -79,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=PRESETS,
         default="auto",
         help="reference: custom_cnn and vgg16_transfer on the GPU-sized seed recipes; cpu: "
-        "efficientnet_lite0 on cpu_fast, custom_cnn and vgg16_transfer on CPU-sized recipes; auto "
+        "efficientnet_lite0 on cpu_accurate, custom_cnn and vgg16_transfer on CPU-sized recipes; auto "
         "(the default): reference with a CUDA GPU, else cpu",
     )
     run.add_argument(

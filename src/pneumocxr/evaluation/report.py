@@ -42,6 +42,7 @@ from pneumocxr.evaluation._report_html import (
     table,
     tag,
 )
+from pneumocxr.evaluation._report_stress import stress_section
 from pneumocxr.labels import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
@@ -284,6 +285,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Tree], Html]], ...] = (
     ("comparison", "Model comparison", results.comparison_section),
     ("calibration", "Calibration", results.calibration_section),
     ("gradcam", "Grad-CAM", results.gradcam_section),
+    ("stress", "Under acquisition shifts (stress suite)", stress_section),
     ("provenance", "Configuration and versions", _provenance_section),
 )
 
