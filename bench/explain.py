@@ -218,7 +218,9 @@ def faithfulness(
             scores.setdefault(f"del {fill}", []).extend(res.deletion_auc.tolist())
             scores.setdefault(f"ins {fill}", []).extend(res.insertion_auc.tolist())
         if raw:
-            res = deletion_insertion(model, x, maps[part], names, meta.class_names, steps=args.steps)
+            res = deletion_insertion(
+                model, x, maps[part], names, meta.class_names, steps=args.steps, ties="raster"
+            )
             scores.setdefault("del raw", []).extend(res.deletion_auc.tolist())
         if road:
             r = road_scores(

@@ -65,3 +65,17 @@ def test_deletion_takes_a_given_baseline(trained_tiny):
     np.testing.assert_allclose(faith.curves_deletion[:, -1], p_grey, atol=1e-5)
     with pytest.raises(ValueError, match="baseline"):
         deletion_insertion(model, x, maps, ["PNEUMONIA"] * len(x), steps=4, baseline=grey[:2])
+
+
+def test_deletion_breaks_ties_at_random_or_in_raster_order(trained_tiny):
+    model, x, _ = trained_tiny
+    flat = np.zeros((len(x), *x.shape[-2:]), np.float32)  # all ties: the order is all tie-breaking
+    raster = deletion_insertion(model, x, flat, ["PNEUMONIA"] * len(x), steps=4, ties="raster")
+    shuffled = deletion_insertion(model, x, flat, ["PNEUMONIA"] * len(x), steps=4)
+    ranked = deletion_insertion(model, x, rank_maps(flat), ["PNEUMONIA"] * len(x), steps=4, ties="raster")
+    assert not np.allclose(raster.curves_deletion, shuffled.curves_deletion)
+    assert not np.allclose(raster.curves_deletion, ranked.curves_deletion)
+    again = deletion_insertion(model, x, flat, ["PNEUMONIA"] * len(x), steps=4)
+    np.testing.assert_array_equal(again.curves_deletion, shuffled.curves_deletion)  # seeded
+    with pytest.raises(ValueError, match="ties"):
+        deletion_insertion(model, x, flat, ["PNEUMONIA"] * len(x), ties="sorted")
