@@ -43,10 +43,10 @@ from pneumocxr.config import Preprocess
 from pneumocxr.data.cache import PreprocessedCache, decode_record
 from pneumocxr.errors import ConfigError
 from pneumocxr.evaluation import binary_metrics
-from pneumocxr.inference.validation import recorded_validation
 from pneumocxr.labels import PNEUMONIA
 from pneumocxr.models import load_checkpoint
 from pneumocxr.models.pixel_space import PixelSpaceModel
+from pneumocxr.workflows.validation import recorded_validation
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest_xray"

@@ -32,9 +32,9 @@ from PIL import Image
 
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.evaluation import all_rules, binary_metrics
-from pneumocxr.inference import PredictionBatch, Predictor
-from pneumocxr.inference.provenance import file_sha256
-from pneumocxr.inference.validation import recorded_validation
+from pneumocxr.inference import PredictionBatch, Predictor, load_predictor
+from pneumocxr.inference.predictor import file_sha256
+from pneumocxr.workflows.validation import recorded_validation
 
 
 def zoom_in(pixels: np.ndarray, fraction: float) -> np.ndarray:
@@ -108,7 +108,7 @@ def main() -> None:
     started = time.perf_counter()
     dataset = recorded_validation(args.checkpoint, args.data)
     records = dataset.in_split(dataset.splits()[0])
-    predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu", batch_size=64)
+    predictor = load_predictor(args.checkpoint, device="cpu", batch_size=64)
     pre = predictor.preprocess
     pixels = PreprocessedCache(args.cache_dir, pre.image_size, pre.resize_mode).load(records)  # (N, S, S)
     y = np.array([r.label for r in records], dtype=np.int64)

@@ -36,3 +36,14 @@ class CheckpointError(PneumoCXRError):
 
 class WeightsUnavailableError(PneumoCXRError):
     """Pretrained weights were requested but cannot be obtained (e.g. offline)."""
+
+
+class OutOfScopeError(PneumoCXRError):
+    """An input the model was not made for (e.g. an image smaller than the model input), refused by
+    the prediction core's scope policy. ``code`` is machine-readable (the HTTP API returns it)."""
+
+    def __init__(self, source: object, code: str, reason: str):
+        self.source = str(source)
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")

@@ -23,7 +23,7 @@ from pneumocxr.cli import run_cmd, run_recipes, run_weights
 from pneumocxr.cli.main import main
 from pneumocxr.cli.run_recipes import model_names, plan_models, resolve_preset, split_overrides
 from pneumocxr.errors import ConfigError
-from pneumocxr.inference.validation import CARVED_VALIDATION_SPLIT
+from pneumocxr.workflows.validation import CARVED_VALIDATION_SPLIT
 
 MODELS = ("custom_cnn", "vgg16_transfer")
 CPU_MODELS = ("efficientnet_lite0", "custom_cnn", "vgg16_transfer")

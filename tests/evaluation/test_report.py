@@ -318,8 +318,8 @@ def test_report_reads_what_the_real_pipeline_writes(tmp_path):
     from pneumocxr.data.check import check_dataset
     from pneumocxr.data.discovery import discover
     from pneumocxr.data.eda import run_eda
-    from pneumocxr.inference.compare import compare_models
     from pneumocxr.training.train import train
+    from pneumocxr.workflows.compare import compare_models
 
     data = make_kermany_tree(tmp_path / "chest_xray", patients_per_class=4, size=(40, 40))
     out = tmp_path / "output"

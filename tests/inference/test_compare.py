@@ -12,9 +12,9 @@ from tests.inference.conftest import write_checkpoint
 
 from pneumocxr.errors import CheckpointError, ConfigError
 from pneumocxr.evaluation import delong_test
-from pneumocxr.inference import compare_models, resolve_checkpoint
-from pneumocxr.inference.compare import unique_labels
 from pneumocxr.models import count_parameters, load_checkpoint
+from pneumocxr.workflows import compare_models, resolve_checkpoint
+from pneumocxr.workflows.compare import unique_labels
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from tests.inference.conftest import write_checkpoint
 
 from pneumocxr.config import DataConfig, RunConfig
 from pneumocxr.errors import DatasetError
-from pneumocxr.inference.ensemble_create import create_ensemble
 from pneumocxr.training.cv import OOF_COLUMNS, holdout_split
 from pneumocxr.training.datamodule import split_info, split_records
+from pneumocxr.workflows.ensemble_create import create_ensemble
 
 K = 3
 SPLIT_KEYS = (

@@ -21,11 +21,12 @@ from pneumocxr.data.splits import patient_split
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
 from pneumocxr.evaluation import choose_threshold
 from pneumocxr.explain import explain_images
-from pneumocxr.inference import Predictor, compare_models, evaluate_checkpoint
+from pneumocxr.inference import load_predictor
 from pneumocxr.inference.ensemble import TTA_VIEWS, EnsembleBatch, EnsemblePredictor, TTAModel
-from pneumocxr.inference.ensemble_create import create_ensemble
 from pneumocxr.models import create_model
 from pneumocxr.training.datamodule import split_info
+from pneumocxr.workflows import compare_models, evaluate_checkpoint
+from pneumocxr.workflows.ensemble_create import create_ensemble
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,7 @@ def ensemble(members, tmp_path_factory) -> Path:
 
 
 def mean_of_members(members: list[Path], records) -> np.ndarray:
-    probs = [
-        Predictor.from_checkpoint(m, device="cpu").predict_records(records).calibrated_probability
-        for m in members
-    ]
+    probs = [load_predictor(m, device="cpu").predict_records(records).calibrated_probability for m in members]
     return np.mean(np.stack(probs), axis=0)
 
 
@@ -67,7 +65,7 @@ def test_ensemble_is_exactly_the_mean_of_the_members_calibrated_probabilities(
     data, members, ensemble, tmp_path
 ):
     records = discover(data).in_split("test")
-    predictor = Predictor.from_checkpoint(ensemble, device="cpu")
+    predictor = load_predictor(ensemble, device="cpu")
     assert isinstance(predictor, EnsemblePredictor)
     batch = predictor.predict_records(records)
     assert isinstance(batch, EnsembleBatch) and batch.member_probabilities.shape == (2, len(records))
@@ -96,7 +94,7 @@ def test_ensemble_file_is_plain_data_with_members_embedded(members, ensemble):
     for path in members:
         path.unlink()
     try:
-        assert len(Predictor.from_checkpoint(ensemble, device="cpu").members) == 2
+        assert len(load_predictor(ensemble, device="cpu").members) == 2
     finally:
         for path in members:
             path.with_suffix(".moved").rename(path)
@@ -106,7 +104,7 @@ def test_threshold_and_conformal_data_come_from_the_shared_validation_split(data
     _, val = validation_split(data)
     p = mean_of_members(members, val)
     y = np.array([r.label for r in val])
-    predictor = Predictor.from_checkpoint(ensemble, device="cpu")
+    predictor = load_predictor(ensemble, device="cpu")
     assert predictor.threshold == choose_threshold(y, p, method="youden").threshold
     conformal = predictor.meta.extra["conformal"]
     assert conformal["labels"] == y.tolist() and conformal["probabilities"] == p.tolist()
@@ -137,7 +135,7 @@ def test_members_with_different_input_sizes_decode_per_member(data, members, tmp
         class_names=["NORMAL", "PNEUMONIA"], temperature=1.2, extra={"split": split},
     )  # fmt: skip
     mixed = create_ensemble(tmp_path / "mixed.pt", [members[0], big], device="cpu").path
-    predictor = Predictor.from_checkpoint(mixed, device="cpu")
+    predictor = load_predictor(mixed, device="cpu")
     records = discover(data).in_split("test")
     np.testing.assert_array_equal(
         predictor.predict_records(records).calibrated_probability, mean_of_members([members[0], big], records)
@@ -185,7 +183,7 @@ def test_explain_accepts_an_ensemble(data, ensemble, tmp_path):
     run = explain_images(ensemble, [image], tmp_path, device="cpu")
     assert not run.failures
     explanation = run.explanations[0]
-    expected = Predictor.from_checkpoint(ensemble, device="cpu").predict_file(image)
+    expected = load_predictor(ensemble, device="cpu").predict_file(image)
     assert explanation.calibrated_probability == pytest.approx(expected.calibrated_probability, abs=1e-6)
     assert explanation.prediction == expected.label
     report = json.loads(explanation.report.read_text())
@@ -208,13 +206,13 @@ def test_tta_averages_the_logits_of_small_views_without_flips():
 
 def test_tta_can_be_asked_for_at_load_or_stored_in_an_ensemble(data, members, tmp_path):
     records = discover(data).in_split("test")[:6]
-    plain = Predictor.from_checkpoint(members[0], device="cpu").predict_records(records)
-    tta = Predictor.from_checkpoint(members[0], device="cpu", tta=True)
+    plain = load_predictor(members[0], device="cpu").predict_records(records)
+    tta = load_predictor(members[0], device="cpu", tta=True)
     assert isinstance(tta.model, TTAModel)
     assert not np.array_equal(tta.predict_records(records).logits, plain.logits)
     stored = create_ensemble(tmp_path / "tta.pt", [members[0]], tta=True, device="cpu").path
-    assert Predictor.from_checkpoint(stored, device="cpu").tta
-    assert not Predictor.from_checkpoint(stored, device="cpu", tta=False).tta
+    assert load_predictor(stored, device="cpu").tta
+    assert not load_predictor(stored, device="cpu", tta=False).tta
 
 
 def test_cli_creates_shows_and_evaluates_an_ensemble(data, members, tmp_path):
@@ -280,7 +278,7 @@ def test_a_cv_folder_becomes_an_ensemble_calibrated_on_its_out_of_fold_predictio
     y = np.array([int(r["label"]) for r in rows])
     p = np.array([float(r["calibrated_probability"]) for r in rows])
     assert made.threshold["threshold"] == choose_threshold(y, p, method="youden").threshold
-    predictor = Predictor.from_checkpoint(made.path, device="cpu")
+    predictor = load_predictor(made.path, device="cpu")
     assert predictor.meta.extra["conformal"]["probabilities"] == p.tolist()
     with pytest.raises(ConfigError, match="only member argument"):
         create_ensemble(tmp_path / "mix.pt", [cv, cv / "fold0"])

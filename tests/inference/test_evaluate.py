@@ -14,11 +14,11 @@ from tests.inference.conftest import write_checkpoint
 from pneumocxr.data.discovery import discover
 from pneumocxr.errors import DatasetError
 from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, metrics_with_ci
-from pneumocxr.inference import evaluate_checkpoint
-from pneumocxr.inference.outputs import PREDICTION_COLUMNS
-from pneumocxr.inference.provenance import selection_check
-from pneumocxr.inference.results_table import update_performance_csv
 from pneumocxr.models import load_checkpoint
+from pneumocxr.workflows import evaluate_checkpoint
+from pneumocxr.workflows.outputs import PREDICTION_COLUMNS
+from pneumocxr.workflows.provenance import selection_check
+from pneumocxr.workflows.results_table import update_performance_csv
 
 N_BOOT = 40
 PLOTS = ("roc", "precision_recall", "confusion_matrix", "reliability", "probability_histogram")

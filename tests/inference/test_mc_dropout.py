@@ -17,7 +17,7 @@ from tests.inference.conftest import IMAGE_SIZE, write_checkpoint
 from pneumocxr.cli.main import main
 from pneumocxr.data.discovery import discover
 from pneumocxr.errors import ConfigError
-from pneumocxr.inference import Predictor
+from pneumocxr.inference import load_predictor
 from pneumocxr.inference.ensemble import EnsembleBatch
 from pneumocxr.inference.mc_dropout import MCDropoutPredictor, dropout_layers, with_mc_dropout
 from pneumocxr.labels import CLASS_NAMES
@@ -38,7 +38,7 @@ def pixels():
 
 
 def test_passes_differ_and_the_mean_of_their_calibrated_probabilities_is_reported(checkpoint, pixels):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", mc_dropout=PASSES)
+    predictor = load_predictor(checkpoint, device="cpu", mc_dropout=PASSES)
     assert isinstance(predictor, MCDropoutPredictor)
     batch = predictor.predict_arrays(pixels)
     assert isinstance(batch, EnsembleBatch) and batch.member_probabilities.shape == (PASSES, len(pixels))
@@ -50,25 +50,25 @@ def test_passes_differ_and_the_mean_of_their_calibrated_probabilities_is_reporte
     np.testing.assert_array_equal(batch.prediction, batch.calibrated_probability >= 0.45)
     # each pass is the model's calibrated probability sigmoid(z / T) of some dropout mask: the plain
     # (no-dropout) model's answer is not what is reported
-    plain = Predictor.from_checkpoint(checkpoint, device="cpu").predict_arrays(pixels)
+    plain = load_predictor(checkpoint, device="cpu").predict_arrays(pixels)
     assert not np.allclose(plain.calibrated_probability, batch.calibrated_probability)
 
 
 def test_seeded_reproducible_and_the_callers_rng_is_untouched(checkpoint, pixels):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", mc_dropout=PASSES)
+    predictor = load_predictor(checkpoint, device="cpu", mc_dropout=PASSES)
     torch.manual_seed(123)
     before = torch.get_rng_state()
     first = predictor.predict_arrays(pixels)
     assert torch.equal(torch.get_rng_state(), before)  # seeded inside fork_rng: global state restored
-    again = Predictor.from_checkpoint(checkpoint, device="cpu", mc_dropout=PASSES).predict_arrays(pixels)
+    again = load_predictor(checkpoint, device="cpu", mc_dropout=PASSES).predict_arrays(pixels)
     np.testing.assert_array_equal(first.member_probabilities, again.member_probabilities)
-    base = Predictor.from_checkpoint(checkpoint, device="cpu")
+    base = load_predictor(checkpoint, device="cpu")
     other = with_mc_dropout(base, PASSES, seed=1).predict_arrays(pixels)
     assert not np.array_equal(other.member_probabilities, first.member_probabilities)
 
 
 def test_only_dropout_runs_in_train_mode_and_everything_is_restored(checkpoint, pixels):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", mc_dropout=PASSES)
+    predictor = load_predictor(checkpoint, device="cpu", mc_dropout=PASSES)
     model = predictor.model
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and dropout_layers(model)
@@ -98,9 +98,9 @@ def test_a_model_without_dropout_is_refused_clearly(tmp_path):
         preprocess=model.spec.preprocess, class_names=CLASS_NAMES,
     )  # fmt: skip
     with pytest.raises(ConfigError, match="has no Dropout layer"):
-        Predictor.from_checkpoint(path, device="cpu", mc_dropout=5)
+        load_predictor(path, device="cpu", mc_dropout=5)
     with pytest.raises(ConfigError, match="2 or more"):
-        Predictor.from_checkpoint(path, device="cpu", mc_dropout=1)
+        load_predictor(path, device="cpu", mc_dropout=1)
 
 
 @pytest.mark.slow
@@ -128,9 +128,7 @@ def test_cli_evaluate_and_predict_report_the_mean_and_the_spread(checkpoint, tmp
         predicted = {r["path"]: r for r in csv.DictReader(fh)}
     assert all(float(r["spread"]) > 0 for r in evaluated)
     records = discover(tree).in_split("test")
-    batch = with_mc_dropout(Predictor.from_checkpoint(checkpoint, device="cpu"), 4, seed=3).predict_records(
-        records
-    )
+    batch = with_mc_dropout(load_predictor(checkpoint, device="cpu"), 4, seed=3).predict_records(records)
     np.testing.assert_array_equal(
         [float(r["calibrated_probability"]) for r in evaluated], batch.calibrated_probability
     )

@@ -17,14 +17,14 @@ from pneumocxr.data.discovery import discover
 from pneumocxr.data.sources import load_pixels
 from pneumocxr.errors import ConfigError
 from pneumocxr.evaluation.stress_plots import plot_stress
-from pneumocxr.inference import evaluate_checkpoint
-from pneumocxr.inference.stress import _render, run_stress, stress_sample
-from pneumocxr.inference.validation import recorded_validation
 from pneumocxr.labels import CLASS_NAMES
 from pneumocxr.models import create_model, load_checkpoint, save_checkpoint
 from pneumocxr.training.augment import PRESETS
 from pneumocxr.training.datamodule import split_info, split_records
 from pneumocxr.training.stress_augmentation import recorded_augmentation
+from pneumocxr.workflows import evaluate_checkpoint
+from pneumocxr.workflows.stress import _render, run_stress, stress_sample
+from pneumocxr.workflows.validation import recorded_validation
 
 SHIFTS = ["jpeg", "zoom_in", "invert"]
 

@@ -10,8 +10,8 @@ import torch
 from tests.inference.test_stress import stress_checkpoint
 
 from pneumocxr.data.stress_shifts import SHIFTS
-from pneumocxr.inference.stress import run_stress
 from pneumocxr.training.stress_augmentation import recorded_augmentation
+from pneumocxr.workflows.stress import run_stress
 
 
 @pytest.mark.realdata

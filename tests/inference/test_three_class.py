@@ -18,10 +18,11 @@ from pneumocxr.cli.main import main
 from pneumocxr.data.discovery import discover
 from pneumocxr.errors import ConfigError, DatasetError
 from pneumocxr.evaluation import multiclass_metrics
-from pneumocxr.inference import PredictionBatch, Predictor, evaluate_checkpoint
-from pneumocxr.inference.results_table import update_performance_csv
+from pneumocxr.inference import PredictionBatch, load_predictor
 from pneumocxr.labels import THREE_CLASS_NAMES
 from pneumocxr.models import load_checkpoint
+from pneumocxr.workflows import evaluate_checkpoint
+from pneumocxr.workflows.results_table import update_performance_csv
 
 N_BOOT = 30
 TASK = "normal-bacterial-viral"
@@ -75,7 +76,7 @@ def test_checkpoint_records_its_task_and_class_names(setup):
 
 def test_predictor_gives_softmax_probabilities_and_argmax_labels(setup):
     _, tree, checkpoint, _ = setup
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predictor = load_predictor(checkpoint, device="cpu")
     records = discover(tree).in_split("test")
     batch = predictor.predict_records(records)
     probs = batch.probabilities
@@ -189,16 +190,8 @@ def test_images_without_a_cause_in_their_name_are_refused_by_name(setup, tmp_pat
         evaluate_checkpoint(checkpoint, tree, split="test", out_dir=tmp_path / "out", n_boot=N_BOOT)
 
 
-def test_mc_dropout_of_a_three_class_checkpoint_is_refused_clearly(setup, tmp_path):
-    _, tree, checkpoint, _ = setup
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
-    predictor.mc_passes = 5  # what an MC-dropout predictor carries
-    with pytest.raises(ConfigError, match="MC-dropout"):
-        evaluate_checkpoint(checkpoint, tree, out_dir=tmp_path / "o", n_boot=N_BOOT, predictor=predictor)
-
-
 def test_compare_refuses_a_three_class_model_by_name(setup, tmp_path):
-    from pneumocxr.inference import compare_models
+    from pneumocxr.workflows import compare_models
 
     _, tree, checkpoint, _ = setup
     with pytest.raises(ConfigError, match=r"3-class model .*binary models only"):

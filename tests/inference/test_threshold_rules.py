@@ -14,9 +14,10 @@ from tests.inference.conftest import IMAGE_SIZE, write_checkpoint
 from pneumocxr.config import THRESHOLD_RULES
 from pneumocxr.errors import CheckpointError, ConfigError
 from pneumocxr.evaluation import all_rules, apply_temperature, fit_temperature
-from pneumocxr.inference import Predictor, evaluate_checkpoint
-from pneumocxr.inference.operating_rules import rule_summary, rule_threshold, with_threshold_rule
+from pneumocxr.inference import load_predictor
 from pneumocxr.models import load_checkpoint
+from pneumocxr.workflows import evaluate_checkpoint
+from pneumocxr.workflows.operating_rules import rule_summary, rule_threshold, with_threshold_rule
 
 N = 64
 
@@ -29,7 +30,7 @@ def pixels() -> np.ndarray:
 def rules_checkpoint(path, pixels, rule="youden"):
     """The seed-0 tiny model's checkpoint with every rule chosen on its own logits for ``pixels``
     (labels: above/below the median logit, a few flipped, so the rules have work to do)."""
-    logits = Predictor.from_checkpoint(write_checkpoint(path), device="cpu").predict_arrays(pixels).logits
+    logits = load_predictor(write_checkpoint(path), device="cpu").predict_arrays(pixels).logits
     labels = (logits > np.median(logits)).astype(np.int64)
     labels[::9] ^= 1
     temperature = fit_temperature(logits, labels)
@@ -51,8 +52,8 @@ def checkpoint(tmp_path_factory, pixels):
 
 @pytest.mark.parametrize("rule", THRESHOLD_RULES)
 def test_a_batch_of_one_and_a_batch_of_64_decide_alike_at_every_rule(checkpoint, pixels, rule):
-    one = with_threshold_rule(Predictor.from_checkpoint(checkpoint, device="cpu", batch_size=1), rule)
-    many = with_threshold_rule(Predictor.from_checkpoint(checkpoint, device="cpu", batch_size=64), rule)
+    one = with_threshold_rule(load_predictor(checkpoint, device="cpu", batch_size=1), rule)
+    many = with_threshold_rule(load_predictor(checkpoint, device="cpu", batch_size=64), rule)
     singly = [one.predict_arrays(image)[0] for image in pixels]  # one image per call
     batch = many.predict_arrays(pixels)
     assert [p.prediction for p in singly] == batch.prediction.tolist()
@@ -72,7 +73,7 @@ def test_a_batch_of_one_and_a_batch_of_64_decide_alike_at_every_rule(checkpoint,
 def test_float32_and_float64_validation_probabilities_decide_alike_at_the_stored_threshold(
     checkpoint, pixels
 ):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predictor = load_predictor(checkpoint, device="cpu")
     batch = predictor.predict_arrays(pixels)  # float64 sigmoid(z / T) of the float32 logits
     z32 = torch.from_numpy(batch.logits.astype(np.float32))
     p32 = torch.sigmoid(z32 / torch.tensor(predictor.temperature, dtype=torch.float32)).numpy()
@@ -84,7 +85,7 @@ def test_float32_and_float64_validation_probabilities_decide_alike_at_the_stored
 
 
 def test_rule_summary_names_the_applied_and_the_stored_rules(checkpoint):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predictor = load_predictor(checkpoint, device="cpu")
     own = rule_summary(predictor.meta)
     assert own["rule"] == own["checkpoint_rule"] == "youden" and set(own["stored_rules"]) == set(
         THRESHOLD_RULES
@@ -98,7 +99,7 @@ def test_an_old_checkpoint_is_refused_a_rule_and_named(tmp_path):
     old = write_checkpoint(
         tmp_path / "old.pt", threshold=0.3, extra={"operating_point": {"method": "youden"}}
     )
-    predictor = Predictor.from_checkpoint(old, device="cpu")
+    predictor = load_predictor(old, device="cpu")
     with pytest.raises(CheckpointError, match=r"old\.pt stores no threshold rules \(it was written before"):
         with_threshold_rule(predictor, "youden")
     assert rule_summary(predictor.meta)["checkpoint_rule"] == "youden_edge"  # what the old rule was

@@ -14,7 +14,8 @@ from tests.conftest import make_kermany_tree
 from tests.inference.conftest import write_checkpoint
 
 from pneumocxr.cli.main import main
-from pneumocxr.inference import Predictor, evaluate_checkpoint
+from pneumocxr.inference import load_predictor
+from pneumocxr.workflows import evaluate_checkpoint
 
 
 def run_cli(*argv: str) -> str:
@@ -76,7 +77,7 @@ def test_saved_plain_predictions_are_not_reused_for_a_tta_run(setup, tmp_path):
     saved = json.loads((tmp_path / "cmp" / "evaluation" / "a+tta" / "metrics.json").read_text())
     assert saved["reused_predictions"] is False and saved["inference"]["tta"] is True
     # even pointed at the plain run's folder, a TTA evaluation does not take its saved predictions
-    tta_predictor = Predictor.from_checkpoint(a, device="cpu", tta=True)
+    tta_predictor = load_predictor(a, device="cpu", tta=True)
     again = evaluate_checkpoint(
         a, tree, out_dir=tmp_path / "cmp" / "evaluation" / "a", n_boot=10, reuse_predictions=True,
         predictor=tta_predictor,

@@ -8,15 +8,15 @@ from tests.conftest import make_kermany_tree
 from pneumocxr.config import DataConfig
 from pneumocxr.data.discovery import discover
 from pneumocxr.errors import DatasetError
-from pneumocxr.inference.provenance import selection_check
-from pneumocxr.inference.validation import (
+from pneumocxr.models import CheckpointMeta
+from pneumocxr.training.datamodule import split_info, split_records
+from pneumocxr.workflows.provenance import selection_check
+from pneumocxr.workflows.validation import (
     CARVED_VALIDATION_SPLIT,
     carved_validation,
     official_split_label,
     relabelled_split,
 )
-from pneumocxr.models import CheckpointMeta
-from pneumocxr.training.datamodule import split_info, split_records
 
 
 @pytest.fixture

@@ -23,16 +23,16 @@ from tests.training.test_cv import SETTINGS
 from pneumocxr.cli.main import main
 from pneumocxr.config import DataConfig
 from pneumocxr.errors import CheckpointError, DatasetError
-from pneumocxr.inference import compare_models
-from pneumocxr.inference.ensemble_create import create_ensemble
-from pneumocxr.inference.validation import (
+from pneumocxr.models import load_checkpoint
+from pneumocxr.training.datamodule import split_records
+from pneumocxr.workflows import compare_models
+from pneumocxr.workflows.ensemble_create import create_ensemble
+from pneumocxr.workflows.validation import (
     CARVED_VALIDATION_SPLIT,
     HELDOUT_VALIDATION_SPLIT,
     recorded_split,
     recorded_validation,
 )
-from pneumocxr.models import load_checkpoint
-from pneumocxr.training.datamodule import split_records
 
 K = 3
 

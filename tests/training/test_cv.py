@@ -20,7 +20,7 @@ from pneumocxr.config import DataConfig, RunConfig
 from pneumocxr.data.discovery import discover
 from pneumocxr.data.splits import patient_key
 from pneumocxr.errors import ConfigError
-from pneumocxr.inference import Predictor
+from pneumocxr.inference import load_predictor
 from pneumocxr.models import load_checkpoint
 from pneumocxr.training.cv import holdout_split
 from pneumocxr.training.datamodule import split_info, split_records
@@ -121,7 +121,7 @@ def test_oof_predictions_are_what_the_fold_model_predicts(cv_run):
         _, meta = load_checkpoint(out / f"fold{fold}" / "best.pt")
         assert (meta.config["data"]["folds"], meta.config["data"]["fold"]) == (K, fold)
         _, val = split_records(DataConfig(root=str(root), folds=K, fold=fold))
-        batch = Predictor.from_checkpoint(out / f"fold{fold}" / "best.pt", device="cpu").predict_records(val)
+        batch = load_predictor(out / f"fold{fold}" / "best.pt", device="cpu").predict_records(val)
         mine = {r["path"]: r for r in rows if r["fold"] == str(fold)}
         assert sorted(mine) == sorted(str(r.path) for r in val)
         got = np.array([float(mine[str(r.path)]["calibrated_probability"]) for r in val])

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def format_comparison(result) -> str:
     """Compact table: model, params, images/s, AUC/accuracy/sensitivity/specificity with CIs, p-values."""
-    from pneumocxr.inference.compare import format_estimate, format_p
+    from pneumocxr.workflows.compare import format_estimate, format_p
 
     metrics = ("roc_auc", "accuracy", "sensitivity", "specificity")
     heads = [
@@ -62,7 +62,7 @@ def format_comparison(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumocxr.inference import compare_models
+    from pneumocxr.workflows import compare_models
 
     result = compare_models(
         args.models,

@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from pneumocxr.inference.ensemble_create import create_ensemble  # torch: only when this runs
+    from pneumocxr.workflows.ensemble_create import create_ensemble  # torch: only when this runs
 
     made = create_ensemble(
         args.out,
@@ -100,9 +100,9 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from pneumocxr.inference import Predictor
+    from pneumocxr.inference import load_predictor
 
-    predictor = Predictor.from_checkpoint(args.file, device=args.device)
+    predictor = load_predictor(args.file, device=args.device)
     info = predictor.describe()
     extra = predictor.meta.extra
     if "members" not in info:

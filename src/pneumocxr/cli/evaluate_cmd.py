@@ -81,11 +81,9 @@ def add_operating_point_options(parser: argparse.ArgumentParser) -> None:
 
 def load_predictor(checkpoint: Path, args: argparse.Namespace):
     """The checkpoint as ``Predictor``, with --tta and (where the command has it) --mc-dropout."""
-    from pneumocxr.inference import Predictor
+    from pneumocxr.inference import load_predictor
 
-    predictor = Predictor.from_checkpoint(
-        checkpoint, device=args.device, batch_size=args.batch_size, tta=args.tta
-    )
+    predictor = load_predictor(checkpoint, device=args.device, batch_size=args.batch_size, tta=args.tta)
     if getattr(args, "mc_dropout", 0):
         from pneumocxr.inference.mc_dropout import with_mc_dropout
 
@@ -126,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def format_metrics_table(result) -> str:
     """Metric | at the checkpoint threshold | at 0.5, as "value (low–high)"; undefined ones with why."""
     from pneumocxr.evaluation import METRIC_LABELS, METRIC_NAMES
-    from pneumocxr.inference.compare import format_estimate
+    from pneumocxr.workflows.compare import format_estimate
 
     kinds = list(result.metrics)
     heads = [f"threshold {result.metrics[k].info['threshold']:.4g} ({k})" for k in kinds]
@@ -173,7 +171,7 @@ def print_evaluation(result) -> None:
 
 def prevalence_lines(result) -> list[str]:
     """PPV/NPV at the user's prevalence, one line per threshold kind (none without --prevalence)."""
-    from pneumocxr.inference.compare import format_estimate
+    from pneumocxr.workflows.compare import format_estimate
 
     adjusted = getattr(result, "prevalence_adjusted", {})
     lines = []
@@ -220,9 +218,9 @@ def n_boot(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumocxr.inference import evaluate_checkpoint, resolve_checkpoint
-    from pneumocxr.inference.provenance import inference_settings
-    from pneumocxr.inference.validation import VALIDATION, recorded_validation
+    from pneumocxr.workflows import evaluate_checkpoint, resolve_checkpoint
+    from pneumocxr.workflows.provenance import inference_settings
+    from pneumocxr.workflows.validation import VALIDATION, recorded_validation
 
     prevalence = None
     if args.prevalence is not None:  # fail before any loading, in one line (not argparse's usage)
@@ -230,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
         prevalence = check_prevalence(args.prevalence)
     if args.threshold_rule is not None:
-        from pneumocxr.inference.operating_rules import check_rule_name
+        from pneumocxr.workflows.operating_rules import check_rule_name
 
         check_rule_name(args.threshold_rule)
     check_stress_options(args)  # a bad --stress-shifts fails here, before any loading

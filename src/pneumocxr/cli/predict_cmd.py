@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="P(pneumonia) for image files or folders: one CSV row per image",
         description="Predict images (PNG, JPEG, DICOM, or folders of them) with a checkpoint or ensemble "
-        "file. Writes OUT (path, prediction, calibrated_probability, probability, logit, threshold, and "
+        "file. Writes OUT (path, prediction, calibrated_probability, probability, logit, threshold, p_CLASS "
+        "(calibrated, one column per class), and "
         "spread for an ensemble or MC-dropout) and OUT with .json: the checkpoint's sha256, threshold, "
         "temperature, TTA/MC-dropout settings and any file that could not be decoded.",
     )
@@ -33,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumocxr.inference import resolve_checkpoint
-    from pneumocxr.inference.predict_files import predict_images
+    from pneumocxr.workflows import resolve_checkpoint
+    from pneumocxr.workflows.predict_files import predict_images
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     made = predict_images(checkpoint, args.inputs, args.out, predictor=load_predictor(checkpoint, args))

@@ -36,8 +36,8 @@ SUMMARY_COLUMNS = (
 def stress(state: RunState) -> str:
     """Each trained model on its recorded validation split under every shift → stress/<model>/."""
     from pneumocxr.config import to_dict
-    from pneumocxr.inference.stress import run_stress
     from pneumocxr.training.stress_augmentation import recorded_augmentation
+    from pneumocxr.workflows.stress import run_stress
 
     configs = {plan.name: to_dict(plan.config) for plan in state.plans}
     rows = []

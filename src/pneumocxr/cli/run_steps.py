@@ -163,7 +163,7 @@ def _publish(best: Path, target: Path) -> None:
 
 def evaluation_splits(state: RunState) -> list[EvalSplit]:
     """``test`` when the data has one; else the carved validation split and the official ``val``."""
-    from pneumocxr.inference.validation import CARVED_VALIDATION_SPLIT, carved_validation, relabelled_split
+    from pneumocxr.workflows.validation import CARVED_VALIDATION_SPLIT, carved_validation, relabelled_split
 
     dataset = state.dataset
     if dataset.in_split("test"):
@@ -191,7 +191,7 @@ def evaluate_and_compare(state: RunState) -> str:
 
     With one trained model (the others skipped) it is evaluated alone: there is nothing to compare.
     """
-    from pneumocxr.inference import compare_models
+    from pneumocxr.workflows import compare_models
 
     trained = [state.model_file(p.name) for p in state.plans if p.name in state.results["train"]]
     records = []
@@ -240,7 +240,7 @@ COMPARISON_FILES = (
 
 
 def _evaluate_alone(checkpoint: Path, ev: EvalSplit, settings: dict[str, Any]) -> SingleEvaluation:
-    from pneumocxr.inference import evaluate_checkpoint, model_label
+    from pneumocxr.workflows import evaluate_checkpoint, model_label
 
     name = model_label(checkpoint)
     print(f"   {name} is the only trained model: evaluated alone, no comparison", flush=True)
@@ -273,7 +273,7 @@ def _label_comparison(files: dict[str, Path], split: str) -> None:
 
 
 def _headline_table(table: list[dict[str, Any]], split: str) -> str:
-    from pneumocxr.inference.compare import format_estimate, format_p
+    from pneumocxr.workflows.compare import format_estimate, format_p
 
     lines = [f"   {split}: at each model's validation-chosen threshold, 95% CI"]
     width = max(len(row["model"]) for row in table)

@@ -69,7 +69,7 @@ def _records(args: argparse.Namespace, checkpoint: Path) -> list:
         return file_records(args.inputs)
     from pneumocxr.data.discovery import discover
     from pneumocxr.errors import DatasetError
-    from pneumocxr.inference.validation import VALIDATION, recorded_validation
+    from pneumocxr.workflows.validation import VALIDATION, recorded_validation
 
     if args.split == VALIDATION:
         return list(recorded_validation(checkpoint, args.data).records)
@@ -84,7 +84,8 @@ def _records(args: argparse.Namespace, checkpoint: Path) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from pneumocxr.explain.shortcut_check import ShortcutSettings, run_shortcut_check
-    from pneumocxr.inference import resolve_checkpoint, resolve_device
+    from pneumocxr.inference import resolve_device
+    from pneumocxr.workflows import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     settings = ShortcutSettings(band=args.band, fill=args.fill, text=args.text, method=args.method)

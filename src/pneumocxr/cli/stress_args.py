@@ -64,8 +64,8 @@ def check_stress_options(args: argparse.Namespace) -> None:
 def run_stress_step(args: argparse.Namespace, checkpoint: Path, data, split: str, predictor) -> None:
     """Run the suite on the evaluated split with the loaded predictor and print its table."""
     from pneumocxr.evaluation import DEFAULT_N_BOOT
-    from pneumocxr.inference.stress import run_stress
     from pneumocxr.training.stress_augmentation import recorded_augmentation
+    from pneumocxr.workflows.stress import run_stress
 
     result = run_stress(
         checkpoint,

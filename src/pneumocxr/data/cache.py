@@ -37,7 +37,7 @@ import numpy as np
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.sources import load_pixels
 from pneumocxr.errors import ConfigError, DatasetError, PneumoCXRError, UnsupportedImageError
-from pneumocxr.imaging import RESIZE_MODES, resize_square
+from pneumocxr.imaging import RESIZE_MODES, square_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +108,7 @@ def decode_record(record: ImageRecord, image_size: int, resize_mode: str = "squa
 
     JPEGs are decoded at reduced scale when that still leaves both sides >= ``image_size``.
     """
-    pixels = load_pixels(record, min_size=image_size)
-    square = resize_square(pixels, image_size, mode=resize_mode)
-    return np.clip(np.rint(square * 255.0), 0, 255).astype(np.uint8)
+    return square_uint8(load_pixels(record, min_size=image_size), image_size, resize_mode)
 
 
 def _decode_batch(

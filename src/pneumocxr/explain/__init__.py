@@ -1,6 +1,7 @@
 """Explanations: Grad-CAM family maps for every registered model, overlays in the original
 image geometry, the evaluation grid, and sanity checks (randomisation, faithfulness)."""
 
+from pneumocxr.data.image_files import collect_inputs
 from pneumocxr.explain.cam import (
     CLASS_AGNOSTIC,
     METHODS,
@@ -10,9 +11,10 @@ from pneumocxr.explain.cam import (
     resolve_targets,
     target_layer,
 )
+from pneumocxr.explain.explain_files import explain_images
 from pneumocxr.explain.geometry import content_box, to_original_geometry
 from pneumocxr.explain.grid import gradcam_grid, gradcam_grid_for, select_cases
-from pneumocxr.explain.images import ExplainFailure, ExplainRun, Explanation, collect_inputs, explain_images
+from pneumocxr.explain.images import ExplainFailure, ExplainRun, Explanation
 from pneumocxr.explain.overlay import blend, save_overlay
 
 __all__ = [

@@ -14,6 +14,7 @@ from pneumocxr.config import Preprocess
 from pneumocxr.data.cache import decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.sources import load_pixels
+from pneumocxr.inference.probabilities import class_probabilities
 from pneumocxr.models import to_model_input
 
 __all__ = ["decide", "load_record", "probabilities", "to_model_input"]
@@ -32,14 +33,11 @@ def load_record(record: ImageRecord, preprocess: Preprocess) -> tuple[np.ndarray
 def probabilities(logits: torch.Tensor, temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """(uncalibrated, temperature-calibrated) class probabilities, each (N, classes).
 
-    A one-logit binary head gives [P(class 0), P(class 1)] with P(class 1) = sigmoid(logit).
+    A one-logit binary head gives [P(class 0), P(class 1)] with P(class 1) = sigmoid(logit). The
+    prediction core's function, so an explanation reports the probabilities ``predict`` gives.
     """
-    logits = logits.detach().float().cpu()
-    if logits.shape[-1] == 1:
-        raw = torch.sigmoid(logits)
-        cal = torch.sigmoid(logits / temperature)
-        return torch.cat([1 - raw, raw], 1).numpy(), torch.cat([1 - cal, cal], 1).numpy()
-    return torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
+    z = logits.detach().float().cpu().numpy()  # (N, 1) or (N, k)
+    return class_probabilities(z, 1.0), class_probabilities(z, temperature)
 
 
 def decide(calibrated: np.ndarray, threshold: float) -> np.ndarray:

@@ -27,7 +27,8 @@ import torch
 from pneumocxr.data.cache import decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.sources import load_pixels
-from pneumocxr.explain._input import probabilities, to_model_input
+from pneumocxr.errors import DatasetError
+from pneumocxr.explain._input import decide, probabilities, to_model_input
 from pneumocxr.explain.cam import CLASS_AGNOSTIC, compute_cam, resolve_targets
 from pneumocxr.explain.geometry import to_original_geometry
 from pneumocxr.explain.images import (
@@ -78,9 +79,11 @@ def explain_ensemble_file(
     record = _file_record(path)
     full = load_pixels(record)  # (H, W) float32 in [0, 1]
     height, width = full.shape
-    inputs, raw, calibrated = _member_inputs(members, record)
-    p_calibrated = float(np.mean(calibrated))  # the ensemble's P(PNEUMONIA), as EnsemblePredictor
-    index = int(p_calibrated >= meta.threshold)
+    inputs, raw, calibrated = _member_inputs(members, record)  # (M, k) class probabilities each
+    mean_calibrated = calibrated.mean(axis=0)  # (k,): the ensemble's probabilities, as EnsemblePredictor
+    index = int(decide(mean_calibrated[None], meta.threshold)[0])  # binary: threshold; k classes: argmax
+    shown = 1 if len(meta.class_names) == 2 else index  # binary: P(positive); k classes: the decided one
+    p_calibrated = float(mean_calibrated[shown])
     if target.lower() == "predicted":
         target_class = meta.class_names[index]
     else:
@@ -97,7 +100,7 @@ def explain_ensemble_file(
     explanation = Explanation(
         source=str(path),
         prediction=meta.class_names[index],
-        probability=float(np.mean(raw)),
+        probability=float(raw.mean(axis=0)[shown]),
         calibrated_probability=p_calibrated,
         target_class=target_class,
         **output_paths(stem),
@@ -109,15 +112,15 @@ def explain_ensemble_file(
         "prediction": explanation.prediction,
         "probability": explanation.probability,
         "calibrated_probability": explanation.calibrated_probability,
-        "probability_of": meta.class_names[1],
-        "probabilities": {meta.class_names[0]: 1.0 - p_calibrated, meta.class_names[1]: p_calibrated},
+        "probability_of": meta.class_names[shown],
+        "probabilities": {name: float(v) for name, v in zip(meta.class_names, mean_calibrated)},
         "threshold": meta.threshold,
         "combine": "mean of the members' calibrated probabilities; map = mean of the members' maps",
         "members": [
-            {"name": n, "model": m.model_name, "calibrated_probability": c, "layer": lay}
+            {"name": n, "model": m.model_name, "calibrated_probability": float(c[shown]), "layer": lay}
             for n, (_, m), c, lay in zip(names, members, calibrated, layers)
         ],
-        "member_spread": float(np.std(calibrated)),
+        "member_spread": float(np.std(calibrated[:, shown])),
         "method": method,
         "target_class": target_class,
         "class_agnostic": method in CLASS_AGNOSTIC,
@@ -134,8 +137,13 @@ def explain_ensemble_file(
 
 def _member_inputs(
     members: Sequence[tuple[PneumoModel, CheckpointMeta]], record: ImageRecord
-) -> tuple[list[torch.Tensor], list[float], list[float]]:
-    """Each member's (1, C, S, S) input and its raw and calibrated P(PNEUMONIA) for the image."""
+) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
+    """Each member's (1, C, S, S) input and its raw and calibrated class probabilities, (M, k) each."""
+    names = {tuple(m.class_names) for _, m in members}
+    if len(names) > 1:
+        raise DatasetError(
+            f"ensemble members predict different classes ({sorted(names)}); rebuild the ensemble"
+        )
     inputs, raw, calibrated = [], [], []
     for model, m in members:
         square = decode_record(record, m.preprocess.image_size, m.preprocess.resize_mode)  # (S, S) uint8
@@ -144,6 +152,6 @@ def _member_inputs(
             logits = model(x.to(next(model.parameters()).device))  # (1, 1)
         r, c = probabilities(logits, m.temperature)
         inputs.append(x)
-        raw.append(float(r[0, 1]))
-        calibrated.append(float(c[0, 1]))
-    return inputs, raw, calibrated
+        raw.append(r[0])
+        calibrated.append(c[0])
+    return inputs, np.stack(raw), np.stack(calibrated)

@@ -21,18 +21,15 @@ import torch
 from torch import nn
 
 from pneumocxr.data.records import ImageRecord
-from pneumocxr.errors import DatasetError, UnsupportedImageError
+from pneumocxr.errors import UnsupportedImageError
 from pneumocxr.explain._input import decide, load_record, probabilities, to_model_input
-from pneumocxr.explain.cam import CLASS_AGNOSTIC, check_method, compute_cam
+from pneumocxr.explain.cam import CLASS_AGNOSTIC, compute_cam
 from pneumocxr.explain.geometry import to_original_geometry
 from pneumocxr.explain.overlay import save_overlay
 from pneumocxr.labels import SUBLABEL_UNKNOWN
-from pneumocxr.models import CheckpointMeta, load_checkpoint
-from pneumocxr.models.ensemble_file import is_ensemble_file
+from pneumocxr.models import CheckpointMeta
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
 
 
 @dataclass(frozen=True)
@@ -66,37 +63,6 @@ class ExplainRun:
     failures: tuple[ExplainFailure, ...]
 
 
-def _is_candidate(path: Path) -> bool:
-    """Image suffixes, and no suffix or a numeric one (DICOM exports often have neither)."""
-    suffix = path.suffix.lower()
-    return suffix in IMAGE_SUFFIXES or suffix == "" or suffix[1:].isdigit()
-
-
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files named directly, plus the image files under each folder (recursively, sorted)."""
-    if not inputs:
-        raise DatasetError("no input given; name image files (PNG, JPEG, DICOM) or folders of them")
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and _is_candidate(p)
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not found:
-                raise DatasetError(f"{path}: no image files (.png, .jpg, .jpeg, .dcm) in this folder")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UnsupportedImageError(path, "no such file or folder; check the path")
-    return files
-
-
 def _stems(files: Sequence[Path]) -> list[str]:
     """Output name per input: the file stem, made safe and unique (a/x.png and b/x.png)."""
     seen: dict[str, int] = {}
@@ -112,35 +78,6 @@ def _file_record(path: Path) -> ImageRecord:
     """A user's file as a record, so it is decoded by the cache's own ``decode_record``.
     The label is unknown (-1); nothing here reads it."""
     return ImageRecord(path=path, label=-1, split="input", patient_id="", sublabel=SUBLABEL_UNKNOWN)
-
-
-def explain_images(
-    checkpoint: str | os.PathLike,
-    inputs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    method: str = "gradcam",
-    target: str = "predicted",
-    device: str | torch.device = "cpu",
-) -> ExplainRun:
-    """Explain every image in ``inputs`` (files or folders) with the model in ``checkpoint``.
-
-    An image that cannot be decoded is reported in ``failures`` and the others are still explained.
-    """
-    check_method(method)
-    files = collect_inputs(inputs)
-    # -- ensembles (models/ensemble_file.py): members' maps for the ensemble's decision, averaged --
-    if is_ensemble_file(checkpoint):
-        from pneumocxr.explain.ensemble import explain_ensemble_images  # imports this module
-
-        return explain_ensemble_images(
-            checkpoint, files, out_dir, method=method, target=target, device=device
-        )
-    model, meta = load_checkpoint(checkpoint, map_location=device)
-    model.to(device)
-    return explain_each(
-        files, out_dir, lambda path, stem: explain_file(model, meta, path, stem, method=method, target=target)
-    )
 
 
 def explain_each(

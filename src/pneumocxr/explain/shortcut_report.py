@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,10 +23,8 @@ from pneumocxr.explain._input import to_model_input
 from pneumocxr.explain.cam import compute_cam
 from pneumocxr.explain.overlay import draw_overlay
 from pneumocxr.explain.shortcut import film_box, occlude_border, occlude_marks
+from pneumocxr.explain.shortcut_result import ShortcutResult
 from pneumocxr.models import CheckpointMeta
-
-if TYPE_CHECKING:
-    from pneumocxr.explain.shortcut_check import ShortcutResult
 
 CSV_COLUMNS = (
     "path",

@@ -5,7 +5,15 @@ Everything downstream (data transforms, caches, inference, serving) receives flo
 """
 
 from pneumocxr.imaging.read import image_info, read_image
-from pneumocxr.imaging.resize import RESIZE_MODES, resize_square
+from pneumocxr.imaging.resize import RESIZE_MODES, resize_square, square_uint8
 from pneumocxr.imaging.source import MAX_PIXELS, ImageInfo
 
-__all__ = ["MAX_PIXELS", "RESIZE_MODES", "ImageInfo", "image_info", "read_image", "resize_square"]
+__all__ = [
+    "MAX_PIXELS",
+    "RESIZE_MODES",
+    "ImageInfo",
+    "image_info",
+    "read_image",
+    "resize_square",
+    "square_uint8",
+]

@@ -48,3 +48,10 @@ def _resize(arr: np.ndarray, *, width: int, height: int) -> np.ndarray:
     image = Image.fromarray(np.ascontiguousarray(arr))  # mode "F"
     out = np.asarray(image.resize((width, height), resample=_FILTER), dtype=np.float32)
     return np.clip(out, 0.0, 1.0)
+
+
+def square_uint8(pixels: np.ndarray, size: int, mode: str = "squash") -> np.ndarray:
+    """(size, size) uint8 from a 2-D image in [0, 1]: the model's input square, rounded as the
+    training cache stores it (``data.cache.decode_record``) so that every caller sees those bytes."""
+    square = resize_square(pixels, size, mode=mode)
+    return np.clip(np.rint(square * 255.0), 0, 255).astype(np.uint8)

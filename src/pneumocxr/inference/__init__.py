@@ -1,25 +1,27 @@
-"""Inference: ``Predictor`` (checkpoint → probabilities; the one path the CLI and the API use),
-``evaluate_checkpoint`` (a split, every metric with its CI, plots, reports) and ``compare_models``
-(several checkpoints on the same images, paired tests).
+"""The prediction core: ``Predictor`` (checkpoint → probabilities and a decision), the one path the
+CLI, the HTTP service and the PACS worker use, with TTA, MC-dropout and ensembles as wrappers.
 
-Matplotlib is imported only when figures are drawn, so serving can import ``Predictor`` cheaply.
+Cheap to import on purpose (torch + numpy; no scikit-learn, scipy, lightning, optuna or matplotlib —
+a test asserts it): a service process loads this and nothing of training or evaluation.
+Evaluation, comparison and the other workflows live one layer up in ``pneumocxr.workflows``.
 """
 
-from pneumocxr.inference.compare import ComparisonResult, compare_models, resolve_checkpoint
-from pneumocxr.inference.evaluate import EvaluationResult, evaluate_checkpoint, model_label
-from pneumocxr.inference.predictor import Prediction, PredictionBatch, Predictor, resolve_device
-from pneumocxr.inference.provenance import Selection
+from pneumocxr.inference.loading import load_predictor
+from pneumocxr.inference.predictions import Prediction, PredictionBatch
+from pneumocxr.inference.predictor import Predictor, PredictorBase, resolve_device
+from pneumocxr.inference.result import InputSummary, ModelIdentity, PredictionResult
+from pneumocxr.inference.scope import InputWarning, ScopePolicy
 
 __all__ = [
-    "ComparisonResult",
-    "EvaluationResult",
+    "InputSummary",
+    "InputWarning",
+    "ModelIdentity",
     "Prediction",
     "PredictionBatch",
+    "PredictionResult",
     "Predictor",
-    "Selection",
-    "compare_models",
-    "evaluate_checkpoint",
-    "model_label",
-    "resolve_checkpoint",
+    "PredictorBase",
+    "ScopePolicy",
+    "load_predictor",
     "resolve_device",
 ]

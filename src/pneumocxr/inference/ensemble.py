@@ -31,23 +31,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import special
 from torch import nn
 from torch.nn import functional as F
 
 from pneumocxr.data.cache import PreprocessedCache, decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import DatasetError
-from pneumocxr.evaluation.conformal import ConformalCalibration, calibrate
-from pneumocxr.evaluation.uncertainty import UncertaintyReport, uncertainty_report
+from pneumocxr.inference.inputs import LoadedInput
 from pneumocxr.inference.predictor import (
     DEFAULT_BATCH_SIZE,
     Prediction,
     PredictionBatch,
     Predictor,
+    PredictorBase,
     file_record,
     time_steps,
 )
+from pneumocxr.inference.probabilities import logit
 from pneumocxr.models import CheckpointMeta
 from pneumocxr.models.ensemble_file import is_ensemble_file, load_ensemble
 
@@ -71,8 +71,6 @@ __all__ = [
     "EnsemblePredictor",
     "TTAModel",
     "is_ensemble_file",
-    "stored_calibration",
-    "uncertainty_outputs",
 ]
 
 
@@ -106,36 +104,68 @@ class TTAModel(nn.Module):
 class EnsembleBatch(PredictionBatch):
     """A ``PredictionBatch`` of an ensemble, plus each member's calibrated probabilities."""
 
-    member_probabilities: np.ndarray  # (M, N) float64 calibrated P(PNEUMONIA) per member
+    # binary: (M, N) calibrated P(positive class) per member; k classes: (M, N, k) per member and class
+    member_probabilities: np.ndarray
 
     @property
     def spread(self) -> np.ndarray:
-        """(N,) standard deviation over members (population, ddof = 0): their disagreement."""
-        return self.member_probabilities.std(axis=0)
+        """(N,) standard deviation over members (population, ddof = 0) of the probability of the
+        class the ensemble predicts: their disagreement (binary: of P(positive), the same number)."""
+        members = self.member_probabilities
+        if members.ndim == 3:
+            members = members[:, np.arange(members.shape[1]), self.prediction]  # (M, N)
+        return members.std(axis=0)
 
 
 def combine(batches: Sequence[PredictionBatch], threshold: float) -> EnsembleBatch:
-    """The ensemble's batch: mean of the members' calibrated probabilities, decided at ``threshold``."""
+    """The ensemble's batch: mean of the members' calibrated class probabilities; a binary ensemble
+    decides at ``threshold``, a k-class one by argmax. Every member must have the same classes."""
+    names = batches[0].class_names
+    for batch in batches[1:]:
+        if batch.class_names != names:
+            raise DatasetError(
+                f"ensemble members predict different classes ({', '.join(names)} vs "
+                f"{', '.join(batch.class_names)}); combine only models of the same task"
+            )
+    if len(names) > 2:  # k classes: average the (N, k) rows, logits = log(mean) with T = 1
+        members = np.stack([b.probabilities for b in batches])  # (M, N, k)
+        with np.errstate(divide="ignore"):
+            merged = PredictionBatch.from_logits(np.log(members.mean(axis=0)), 1.0, threshold, names)
+        rows = np.arange(len(merged))
+        raw = np.stack([_raw_class_probabilities(b) for b in batches]).mean(axis=0)  # (N, k)
+        return EnsembleBatch(
+            logits=merged.logits,
+            probability=raw[rows, merged.prediction],
+            calibrated_probability=merged.calibrated_probability,
+            prediction=merged.prediction,
+            threshold=float(threshold),
+            temperature=1.0,
+            member_probabilities=members,
+            class_names=names,
+        )
     calibrated = np.stack([b.calibrated_probability for b in batches])  # (M, N)
     mean = calibrated.mean(axis=0)
-    with np.errstate(divide="ignore"):
-        logits = special.logit(mean)  # ±inf at exactly 0 / 1; sigmoid maps them back
     return EnsembleBatch(
-        logits=logits,
+        logits=logit(mean),
         probability=np.stack([b.probability for b in batches]).mean(axis=0),
         calibrated_probability=mean,
         prediction=(mean >= threshold).astype(np.int64),
         threshold=float(threshold),
         temperature=1.0,
         member_probabilities=calibrated,
+        class_names=names,
     )
 
 
-class EnsemblePredictor(Predictor):
+def _raw_class_probabilities(batch: PredictionBatch) -> np.ndarray:
+    """(N, k) uncalibrated (T = 1) class probabilities of a k-class batch."""
+    return PredictionBatch.from_logits(batch.logits, 1.0, batch.threshold, batch.class_names).probabilities
+
+
+class EnsemblePredictor(PredictorBase):
     """Several loaded members on one device, used exactly like a ``Predictor`` (module docstring)."""
 
     def __init__(self, members: Sequence[Predictor], meta: CheckpointMeta, *, tta: bool = False):
-        # No Predictor.__init__: the members are complete Predictors already (model, device, batch size).
         if not members:
             raise DatasetError("an ensemble needs at least one member")
         self.members = tuple(members)
@@ -145,6 +175,7 @@ class EnsemblePredictor(Predictor):
         self.channels_last = members[0].channels_last
         self.model = nn.ModuleList([m.model for m in members])  # parameter counts, .to(); not called
         self.tta = tta
+        self.variant = "tta" if tta else ""
         groups: dict[tuple[int, str], list[int]] = {}
         for i, member in enumerate(members):
             groups.setdefault((member.preprocess.image_size, member.preprocess.resize_mode), []).append(i)
@@ -176,6 +207,12 @@ class EnsemblePredictor(Predictor):
             ", with TTA" if use_tta else "",
         )
         return cls(predictors, meta, tta=use_tta)
+
+    @property
+    def num_parameters(self) -> tuple[int, int]:
+        """(total, trainable) over all members."""
+        counts = [m.num_parameters for m in self.members]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -228,6 +265,15 @@ class EnsemblePredictor(Predictor):
                     parts[i].append(self.members[i].predict_arrays(pixels))
         return combine([_concatenate(p) for p in parts], self.threshold)
 
+    def _predict_input(self, loaded: LoadedInput) -> EnsembleBatch:
+        """One loaded input, decoded once per member preprocessing."""
+        parts: list[PredictionBatch] = [None] * len(self.members)  # type: ignore[list-item]
+        for (size, mode), indices in self.groups.items():
+            square = loaded.square(size, mode)[None]  # (1, S, S)
+            for i in indices:
+                parts[i] = self.members[i].predict_arrays(square)
+        return combine(parts, self.threshold)
+
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """One image file, decoded once per member preprocessing."""
         return self.predict_file_batch(path)[0]
@@ -259,54 +305,4 @@ def _concatenate(batches: list[PredictionBatch]) -> PredictionBatch:
     if len(batches) == 1:
         return first
     logits = np.concatenate([b.logits for b in batches])
-    return PredictionBatch.from_logits(logits, first.temperature, first.threshold)
-
-
-# ---- uncertainty in the evaluation output -------------------------------------------------------
-
-
-def stored_calibration(meta: CheckpointMeta) -> tuple[ConformalCalibration | None, str]:
-    """The conformal rule from the calibration predictions an ensemble file stores, and a note.
-
-    A plain training checkpoint stores none (the note says how to get one).
-    """
-    data = meta.extra.get("conformal")
-    if not isinstance(data, dict) or not data.get("labels"):
-        return None, (
-            f"{meta.path} stores no calibration predictions, so no conformal sets; wrap it as a one-member "
-            "ensemble (pneumocxr ensemble create OUT.pt RUN) to calibrate them on its validation split"
-        )
-    calibration = calibrate(
-        np.asarray(data["labels"], dtype=np.int64),
-        np.asarray(data["probabilities"], dtype=np.float64),
-        float(data["alpha"]),
-        method=str(data.get("method", "lac")),
-        class_conditional=bool(data.get("class_conditional", False)),
-    )
-    note = f"calibrated on {len(data['labels'])} {data.get('source', 'validation')} predictions"
-    return calibration, note
-
-
-def uncertainty_outputs(
-    out_dir: str | os.PathLike,
-    y: np.ndarray,
-    batch: PredictionBatch,
-    meta: CheckpointMeta,
-    *,
-    ids,
-    title: str,
-) -> UncertaintyReport:
-    """Risk–coverage, per-image uncertainty and (when stored) conformal sets for an evaluation."""
-    calibration, note = stored_calibration(meta)
-    members = batch.member_probabilities if isinstance(batch, EnsembleBatch) else None
-    return uncertainty_report(
-        out_dir,
-        y,
-        batch.calibrated_probability,
-        batch.threshold,
-        ids=list(ids),
-        member_probabilities=members,
-        calibration=calibration,
-        calibration_note=note,
-        title=title,
-    )
+    return PredictionBatch.from_logits(logits, first.temperature, first.threshold, first.class_names)

@@ -38,7 +38,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from pneumocxr.errors import ConfigError
 from pneumocxr.inference.ensemble import EnsemblePredictor, TTAModel
-from pneumocxr.inference.predictor import Predictor
+from pneumocxr.inference.predictor import Predictor, PredictorBase
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +77,14 @@ class _Pass(Predictor):
     """One stochastic pass: the shared loaded model with its Dropout layers on, seeded per batch."""
 
     def __init__(self, base: Predictor, index: int, seed: int, layers: list[nn.Module], lock):
-        # No Predictor.__init__: the base predictor already placed the model (device, eval, NHWC).
-        self.meta, self.device, self.batch_size = base.meta, base.device, base.batch_size
-        self.channels_last, self.model = base.channels_last, base.model
+        # The base predictor's model, already placed: moving it again and eval() are no-ops.
+        super().__init__(
+            base.model,
+            base.meta,
+            device=str(base.device),
+            batch_size=base.batch_size,
+            channels_last=base.channels_last,
+        )
         self.index, self.seed, self.layers, self.lock = index, seed, layers, lock
 
     def _logits(self, pixels: np.ndarray) -> np.ndarray:
@@ -113,6 +118,7 @@ class MCDropoutPredictor(EnsemblePredictor):
         super().__init__(members, base.meta, tta=isinstance(base.model, TTAModel))
         self.model = base.model  # one model, run ``passes`` times
         self.mc_passes, self.mc_seed = passes, seed
+        self.variant = f"mc_dropout={passes}" + (",tta" if self.tta else "")
         self.dropout_layers = layers
         logger.info(
             "MC-dropout: %d passes of %s with %d Dropout layer(s) on, seed %d",
@@ -123,7 +129,7 @@ class MCDropoutPredictor(EnsemblePredictor):
         )
 
     def describe(self) -> dict[str, Any]:
-        info = Predictor.describe(self)
+        info = PredictorBase.describe(self)
         info.update(
             combine=COMBINE_RULE_MC.format(n=self.mc_passes),
             tta=self.tta,

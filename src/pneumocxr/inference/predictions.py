@@ -1,5 +1,5 @@
 """``Prediction`` / ``PredictionBatch``: what a ``Predictor`` returns, and the one place logits
-become probabilities and decisions (``PredictionBatch.from_logits``).
+become decisions (``PredictionBatch.from_logits``; the probabilities come from ``probabilities``).
 
 Binary checkpoint (one logit z per image): ``probability = sigmoid(z)``, ``calibrated_probability =
 sigmoid(z / T)``, ``prediction = calibrated_probability >= threshold``. k-class checkpoint (k logits):
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 
+from pneumocxr.inference.probabilities import sigmoid, softmax
 from pneumocxr.labels import CLASS_NAMES
 
 __all__ = ["Prediction", "PredictionBatch"]
@@ -59,12 +59,12 @@ class PredictionBatch:
         names = tuple(str(c) for c in class_names)
         if len(names) > 2:
             z = np.asarray(logits, dtype=np.float64).reshape(-1, len(names))  # (N, k)
-            calibrated = special.softmax(z / temperature, axis=1)
+            calibrated = softmax(z / temperature, axis=1)
             pred = calibrated.argmax(axis=1).astype(np.int64)
             rows = np.arange(len(z))
             return cls(
                 logits=z,
-                probability=special.softmax(z, axis=1)[rows, pred],
+                probability=softmax(z, axis=1)[rows, pred],
                 calibrated_probability=calibrated[rows, pred],
                 prediction=pred,
                 threshold=float(threshold),
@@ -72,10 +72,10 @@ class PredictionBatch:
                 class_names=names,
             )
         z = np.asarray(logits, dtype=np.float64).reshape(-1)
-        calibrated = special.expit(z / temperature)
+        calibrated = sigmoid(z / temperature)
         return cls(
             logits=z,
-            probability=special.expit(z),
+            probability=sigmoid(z),
             calibrated_probability=calibrated,
             prediction=(calibrated >= threshold).astype(np.int64),
             threshold=float(threshold),
@@ -91,8 +91,17 @@ class PredictionBatch:
     def probabilities(self) -> np.ndarray:
         """(N, k) calibrated probability of every class; rows sum to 1 (binary: [1 - p, p])."""
         if self.multiclass:
-            return special.softmax(self.logits / self.temperature, axis=1)
+            return softmax(self.logits / self.temperature, axis=1)
         p = self.calibrated_probability
+        return np.stack([1.0 - p, p], axis=1)
+
+    @property
+    def raw_probabilities(self) -> np.ndarray:
+        """(N, k) probability of every class before temperature scaling (binary: [1 - p, p] with
+        p = ``probability``). An ensemble's k-class rows are its mean calibrated rows (T = 1)."""
+        if self.multiclass:
+            return softmax(self.logits, axis=1)
+        p = self.probability
         return np.stack([1.0 - p, p], axis=1)
 
     def __len__(self) -> int:

@@ -29,6 +29,8 @@ every checkpoint ([1 - p, p] for a binary one), so callers can treat both alike.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import time
@@ -43,13 +45,15 @@ from pneumocxr.config import Preprocess, to_dict
 from pneumocxr.data.cache import PreprocessedCache, decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
+from pneumocxr.inference.inputs import LoadedInput, load_input
 from pneumocxr.inference.predictions import Prediction, PredictionBatch
+from pneumocxr.inference.result import InputSummary, ModelIdentity, PredictionResult
+from pneumocxr.inference.scope import ScopePolicy, check_scope
 from pneumocxr.labels import SUBLABEL_UNKNOWN
 from pneumocxr.models import (
     CheckpointMeta,
     PneumoModel,
     count_parameters,
-    load_checkpoint,
     to_model_input,
 )
 
@@ -81,7 +85,153 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return device
 
 
-class Predictor:
+class PredictorBase:
+    """What every predictor offers — one checkpoint (``Predictor``), an ensemble, MC-dropout — so a
+    caller (CLI, HTTP API, PACS worker) never needs to know which it holds. Subclasses set ``meta``
+    and implement ``predict_arrays`` / ``predict_records`` / ``_predict_input``."""
+
+    meta: CheckpointMeta
+    variant: str = ""  # how the model is run, for ``identity`` ("tta", "mc_dropout=20" …)
+
+    # ---- what the checkpoint says ---------------------------------------------------------
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.meta.preprocess
+
+    @property
+    def threshold(self) -> float:
+        return self.meta.threshold
+
+    @property
+    def temperature(self) -> float:
+        return self.meta.temperature
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        """2 for a binary (one-logit) checkpoint, k for a k-class one."""
+        return len(self.meta.class_names)
+
+    @functools.cached_property
+    def identity(self) -> ModelIdentity:
+        """The model's name, task and the sha256 of its file (hashed once, on first use)."""
+        path = Path(self.meta.path) if self.meta.path else None
+        digest = file_sha256(path) if path is not None and path.is_file() else None
+        return ModelIdentity(
+            name=self.meta.model_name,
+            sha256=digest,
+            path=str(path) if path else None,
+            task=self.meta.task,
+            variant=self.variant,
+        )
+
+    @property
+    def threshold_rule(self) -> str:
+        """How the stored threshold was chosen ("argmax" for a k-class model)."""
+        if self.num_classes > 2:
+            return "argmax"
+        operating = self.meta.extra.get("operating_point") or {}
+        return str(
+            operating.get("threshold_rule")
+            or operating.get("method")
+            or self.meta.extra.get("threshold_rule")
+            or "stored"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Plain facts about the loaded model, for reports and the API's /model endpoint."""
+        total, trainable = self.num_parameters
+        return {
+            "checkpoint": self.meta.path,
+            "model_name": self.meta.model_name,
+            "model_kwargs": dict(self.meta.model_kwargs),
+            "class_names": list(self.meta.class_names),
+            "preprocess": to_dict(self.preprocess),
+            "task": self.meta.task,
+            "threshold": self.threshold,
+            "threshold_applies_to": "calibrated_probability" if self.num_classes == 2 else "none (argmax)",
+            "temperature": self.temperature,
+            "parameters": total,
+            "trainable_parameters": trainable,
+            "device": str(self.device),
+        }
+
+    def _speed_batch(self, batch_size: int | None) -> int:
+        """The throughput batch: as given, else CPU_SPEED_BATCH on CPU and the predictor's elsewhere."""
+        if batch_size is not None:
+            return batch_size
+        return CPU_SPEED_BATCH if self.device.type == "cpu" else self.batch_size
+
+    def predict(self, source: Any, *, refuse: Sequence[str] | None = None) -> PredictionResult:
+        """One input — path, bytes, 2-D array or pydicom Dataset — to a typed ``PredictionResult``.
+
+        Decoded exactly as the training cache decodes files (``inputs.load_input``), so the answer
+        equals what ``evaluate`` says for the same file. Scope checks (``scope``) run first:
+        ``refuse`` lists the warning codes that raise ``OutOfScopeError`` instead of being reported
+        (None = the default policy: only an image smaller than the model input is refused).
+        """
+        started = time.perf_counter()
+        loaded = load_input(source)
+        header = loaded.header
+        warnings = check_scope(
+            loaded.name,
+            loaded.width,
+            loaded.height,
+            header,
+            self.preprocess.image_size,
+            ScopePolicy.of(refuse),
+        )
+        decoded = time.perf_counter()
+        batch = self._predict_input(loaded)
+        done = time.perf_counter()
+        one = batch[0]
+        raw = batch.raw_probabilities[0]
+        spread = getattr(batch, "spread", None)
+        return PredictionResult(
+            label=one.label,
+            decision=one.prediction,
+            class_names=self.class_names,
+            probabilities=one.probabilities,
+            raw_probabilities={name: float(v) for name, v in zip(self.class_names, raw)},
+            threshold=self.threshold if self.num_classes == 2 else None,
+            threshold_rule=self.threshold_rule,
+            model=self.identity,
+            input=InputSummary(
+                format=loaded.format,
+                width=loaded.width,
+                height=loaded.height,
+                size_bytes=loaded.size_bytes,
+                sha256=loaded.sha256,
+                dicom=header.scope_facts() if header is not None and hasattr(header, "scope_facts") else {},
+            ),
+            warnings=warnings,
+            timings_ms={
+                "decode": 1000 * (decoded - started),
+                "model": 1000 * (done - decoded),
+                "total": 1000 * (done - started),
+            },
+            spread=None if spread is None else float(spread[0]),
+        )
+
+    def _predict_input(self, loaded: LoadedInput) -> PredictionBatch:
+        """A one-image batch for a loaded input (decoded at this predictor's preprocessing)."""
+        pre = self.preprocess
+        return self.predict_arrays(loaded.square(pre.image_size, pre.resize_mode)[None])
+
+    def predict_arrays(self, pixels: np.ndarray) -> PredictionBatch:
+        raise NotImplementedError
+
+    def predict_records(
+        self, records: Sequence[ImageRecord], *, cache: PreprocessedCache | None = None
+    ) -> PredictionBatch:
+        raise NotImplementedError
+
+
+class Predictor(PredictorBase):
     """A loaded checkpoint on one device. Takes ownership of ``model`` (moved to the device, eval
     mode). Holds no per-call state, so calls may come from worker threads (the API runs them off its
     event loop)."""
@@ -108,96 +258,10 @@ class Predictor:
         model = model.to(self.device).eval()
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        *,
-        device: str = "auto",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        tta: bool | None = None,
-        mc_dropout: int = 0,
-    ) -> Predictor:
-        """Load a self-describing checkpoint (data only, ``weights_only=True``) onto ``device``.
-
-        An ensemble file (``pneumocxr ensemble create``) loads too, as an ``EnsemblePredictor``.
-        ``tta``: test-time augmentation (``ensemble.TTAModel``); None = off for a checkpoint, as
-        created for an ensemble. ``mc_dropout``: N >= 2 stochastic passes (``mc_dropout``, seed 0).
-        """
-        if mc_dropout:  # -- MC-dropout (inference/mc_dropout.py): N passes as N ensemble members --
-            from pneumocxr.inference.mc_dropout import with_mc_dropout
-
-            plain = cls.from_checkpoint(path, device=device, batch_size=batch_size, tta=tta)
-            return with_mc_dropout(plain, mc_dropout)
-        # -- ensembles and TTA (inference/ensemble.py); imported here: that module imports this one --
-        from pneumocxr.inference import ensemble
-
-        if ensemble.is_ensemble_file(path):
-            return ensemble.EnsemblePredictor.from_file(path, device=device, batch_size=batch_size, tta=tta)
-        model, meta = load_checkpoint(path, map_location="cpu")
-        if tta:
-            model = ensemble.TTAModel(model)
-        predictor = cls(model, meta, device=device, batch_size=batch_size)
-        rule = (
-            f"threshold {meta.threshold:.4g} on the calibrated probability"
-            if predictor.num_classes == 2
-            else f"argmax over {', '.join(meta.class_names)}"
-        )
-        logger.info(
-            "loaded %s (%s) on %s: %s, temperature %.4g",
-            path,
-            meta.model_name,
-            predictor.device,
-            rule,
-            meta.temperature,
-        )
-        return predictor
-
-    # ---- what the checkpoint says ---------------------------------------------------------
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return self.meta.preprocess
-
-    @property
-    def threshold(self) -> float:
-        return self.meta.threshold
-
-    @property
-    def temperature(self) -> float:
-        return self.meta.temperature
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(self.meta.class_names)
-
-    @property
-    def num_classes(self) -> int:
-        """2 for a binary (one-logit) checkpoint, k for a k-class one."""
-        return len(self.meta.class_names)
-
     @property
     def num_parameters(self) -> tuple[int, int]:
         """(total, trainable) as saved (trainable = not frozen at save time)."""
         return count_parameters(self.model)
-
-    def describe(self) -> dict[str, Any]:
-        """Plain facts about the loaded model, for reports and the API's /model endpoint."""
-        total, trainable = self.num_parameters
-        return {
-            "checkpoint": self.meta.path,
-            "model_name": self.meta.model_name,
-            "model_kwargs": dict(self.meta.model_kwargs),
-            "class_names": list(self.meta.class_names),
-            "preprocess": to_dict(self.preprocess),
-            "task": self.meta.task,
-            "threshold": self.threshold,
-            "threshold_applies_to": "calibrated_probability" if self.num_classes == 2 else "none (argmax)",
-            "temperature": self.temperature,
-            "parameters": total,
-            "trainable_parameters": trainable,
-            "device": str(self.device),
-        }
 
     # ---- prediction ------------------------------------------------------------------------
 
@@ -248,12 +312,6 @@ class Predictor:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _speed_batch(self, batch_size: int | None) -> int:
-        """The throughput batch: as given, else CPU_SPEED_BATCH on CPU and the predictor's elsewhere."""
-        if batch_size is not None:
-            return batch_size
-        return CPU_SPEED_BATCH if self.device.type == "cpu" else self.batch_size
-
     def _check_pixels(self, pixels: np.ndarray) -> np.ndarray:
         array = np.asarray(pixels)
         if array.ndim == 2:
@@ -287,6 +345,15 @@ class Predictor:
 
     def _batch(self, logits: np.ndarray) -> PredictionBatch:
         return PredictionBatch.from_logits(logits, self.temperature, self.threshold, self.class_names)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_record(path: str | os.PathLike) -> ImageRecord:

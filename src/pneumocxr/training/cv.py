@@ -35,15 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy import special
 
 from pneumocxr.config import RunConfig, to_dict
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import ConfigError, DatasetError
 from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, choose_threshold
-from pneumocxr.models import load_checkpoint, to_model_input
+from pneumocxr.inference import Predictor
+from pneumocxr.models import load_checkpoint
 from pneumocxr.training.cv_rules import spread_markdown, threshold_rule_spread
 from pneumocxr.training.datamodule import split_info, split_records
 from pneumocxr.training.hardware import resolve_accelerator
@@ -235,22 +234,14 @@ def _read_fold_result(path: Path) -> FoldResult:
 def _oof_predictions(
     checkpoint: Path, records: list[ImageRecord], config: RunConfig, fold: int, cache_dir: Path
 ) -> tuple[list[dict[str, Any]], dict[str, float], Any]:
-    """Predict the fold's validation images with its best.pt, as ``Predictor`` does: calibrated
-    probability = sigmoid(logit / T) in float64, decision at the stored threshold."""
+    """Predict the fold's validation images with its best.pt through ``Predictor`` (the core that
+    ``evaluate`` uses): calibrated probability = sigmoid(logit / T), decision at the stored threshold."""
     model, meta = load_checkpoint(checkpoint)
-    device = torch.device("cuda" if resolve_accelerator(config.train.accelerator) == "cuda" else "cpu")
-    # NHWC as Predictor uses on CPU/CUDA: the same float32 logits, bit for bit, as `evaluate` gets
-    model = model.to(device, memory_format=torch.channels_last).eval()
+    device = "cuda" if resolve_accelerator(config.train.accelerator) == "cuda" else "cpu"
     pre = meta.preprocess
     pixels = PreprocessedCache(cache_dir, pre.image_size, pre.resize_mode).load(records)  # (N, S, S)
-    logits = np.empty(len(records), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(records), 64):
-            batch = torch.from_numpy(np.ascontiguousarray(pixels[start : start + 64])).to(device)
-            z = model(to_model_input(batch, pre, channels_last=True))  # (B, 1): the PNEUMONIA logit
-            logits[start : start + len(batch)] = z.float().reshape(-1).cpu().numpy()
-    z = logits.astype(np.float64)
-    calibrated = special.expit(z / meta.temperature)
+    batch = Predictor(model, meta, device=device).predict_arrays(pixels)  # what `evaluate` computes
+    z, calibrated = batch.logits, batch.calibrated_probability
     y = np.array([r.label for r in records], dtype=np.int64)
     values = binary_metrics(y, calibrated, meta.threshold)
     metrics = {name: float(values[name]) for name in METRIC_NAMES}
@@ -262,9 +253,9 @@ def _oof_predictions(
             "sublabel": r.sublabel,
             "fold": fold,
             "logit": float(z[i]),
-            "probability": float(special.expit(z[i])),
+            "probability": float(batch.probability[i]),
             "calibrated_probability": float(calibrated[i]),
-            "prediction": int(calibrated[i] >= meta.threshold),
+            "prediction": int(batch.prediction[i]),
             "threshold": meta.threshold,
             "temperature": meta.temperature,
         }

@@ -15,7 +15,7 @@ Output folder (``out_dir``)::
     classification_report.{txt,json}, confusion_matrix.json
     plots/{roc,precision_recall,confusion_matrix,reliability,probability_histogram}.{png,csv}
     uncertainty/{risk_coverage.{png,csv},uncertainty.csv}   selective accuracy vs coverage, per-image
-                                    uncertainty and conformal sets (``ensemble.uncertainty_outputs``)
+                                    uncertainty and conformal sets (``workflows.uncertainty_outputs``)
 
 and the rows for ``results_csv`` (default ``out_dir/results/performance_metrics.csv``), see
 ``results_table`` for the append/replace rule.
@@ -46,9 +46,12 @@ from pneumocxr.evaluation import (
     metrics_with_ci,
     prevalence_adjusted,
 )
-from pneumocxr.inference import outputs
-from pneumocxr.inference.ensemble import EnsemblePredictor, uncertainty_outputs
-from pneumocxr.inference.evaluation_files import (
+from pneumocxr.inference import load_predictor
+from pneumocxr.inference.ensemble import EnsemblePredictor
+from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor, file_sha256
+from pneumocxr.labels import CLASS_NAMES
+from pneumocxr.workflows import outputs
+from pneumocxr.workflows.evaluation_files import (
     CONFIDENCE,
     Evaluated,
     checkpoint_meta_summary,
@@ -58,11 +61,10 @@ from pneumocxr.inference.evaluation_files import (
     summary,
     write_performance_rows,
 )
-from pneumocxr.inference.operating_rules import check_rule_name, rule_summary, with_threshold_rule
-from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, PredictionBatch, Predictor
-from pneumocxr.inference.provenance import file_sha256, inference_settings, inference_suffix
-from pneumocxr.inference.results_table import csv_cell, metric_row
-from pneumocxr.labels import CLASS_NAMES
+from pneumocxr.workflows.operating_rules import check_rule_name, rule_summary, with_threshold_rule
+from pneumocxr.workflows.provenance import inference_settings, inference_suffix
+from pneumocxr.workflows.results_table import csv_cell, metric_row
+from pneumocxr.workflows.uncertainty_outputs import uncertainty_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +138,11 @@ def evaluate_checkpoint(
     dataset = data_root if isinstance(data_root, Dataset) else discover(data_root)  # fails fast
     root = dataset.root if isinstance(data_root, Dataset) else data_root
     records = records_of_split(dataset, split)
-    predictor = predictor or Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    predictor = predictor or load_predictor(checkpoint, device=device, batch_size=batch_size)
     sha = file_sha256(checkpoint)
     settings = inference_settings(predictor)  # TTA / MC-dropout: named in the results and metrics.json
     if len(predictor.meta.class_names) > 2:  # -- k-class task (inference/evaluate_multiclass.py) --
-        from pneumocxr.inference.evaluate_multiclass import evaluate_multiclass
+        from pneumocxr.workflows.evaluate_multiclass import evaluate_multiclass
 
         if threshold_rule is not None or prevalence is not None:
             raise ConfigError(

@@ -20,7 +20,6 @@ epoch, threshold, temperature) on a patient-level validation split carved from t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -52,15 +51,6 @@ class Selection:
     def to_dict(self) -> dict:
         data = asdict(self)
         return {**data, "notes": list(self.notes), "warnings": list(self.warnings)}
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Content hash of a checkpoint: identifies it even when moved or re-saved under the same name."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _resolved(path: str | os.PathLike) -> Path:

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from pneumocxr.data.image_files import collect_inputs
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import UnsupportedImageError
-from pneumocxr.explain.images import collect_inputs
-from pneumocxr.inference import outputs
-from pneumocxr.inference.predictor import PredictionBatch, Predictor
-from pneumocxr.inference.provenance import file_sha256, inference_settings
+from pneumocxr.inference.predictor import PredictionBatch, Predictor, file_sha256
 from pneumocxr.labels import SUBLABEL_UNKNOWN
+from pneumocxr.workflows import outputs
+from pneumocxr.workflows.provenance import inference_settings
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def predict_images(
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     spread = any("spread" in row for row in rows)
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, *(("spread",) if spread else ())])
+        classes = [f"p_{name}" for name in predictor.class_names]  # calibrated, every class
+        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, *classes, *(("spread",) if spread else ())])
         writer.writeheader()
         writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     settings = inference_settings(predictor)
@@ -88,7 +89,8 @@ def predict_images(
         "checkpoint_sha256": file_sha256(checkpoint),
         "model_name": meta.model_name,
         "threshold": predictor.threshold,
-        "threshold_applies_to": "calibrated_probability",
+        "threshold_applies_to": "calibrated_probability" if predictor.num_classes == 2 else "none (argmax)",
+        "class_names": list(predictor.class_names),
         "temperature": predictor.temperature,
         "inference": settings,
         "n_images": len(rows),
@@ -111,7 +113,8 @@ def _rows(records: Sequence[ImageRecord], batch: PredictionBatch) -> list[dict[s
             "calibrated_probability": item.calibrated_probability,
             "probability": item.probability,
             "logit": item.logit,
-            "threshold": batch.threshold,
+            "threshold": batch.threshold if not batch.multiclass else "",  # k classes: argmax
+            **{f"p_{name}": p for name, p in item.probabilities.items()},
         }
         if spread is not None:
             row["spread"] = float(np.asarray(spread)[i])

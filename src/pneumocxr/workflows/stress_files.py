@@ -20,8 +20,8 @@ from typing import Any
 
 from pneumocxr.evaluation._csv import write_rows
 from pneumocxr.evaluation.stress_plots import plot_stress
-from pneumocxr.inference.evaluation_files import CONFIDENCE
-from pneumocxr.inference.outputs import write_json
+from pneumocxr.workflows.evaluation_files import CONFIDENCE
+from pneumocxr.workflows.outputs import write_json
 
 __all__ = ["stress_markdown", "write_stress_files"]
 

@@ -36,9 +36,9 @@ from typing import Any
 
 from pneumocxr.data.discovery import Dataset, discover
 from pneumocxr.errors import CheckpointError, DatasetError
-from pneumocxr.inference.provenance import CARVED_VALIDATION_SPLIT, HELDOUT_VALIDATION_SPLIT
 from pneumocxr.labels import PNEUMONIA
 from pneumocxr.models.ensemble_file import read_file
+from pneumocxr.workflows.provenance import CARVED_VALIDATION_SPLIT, HELDOUT_VALIDATION_SPLIT
 
 logger = logging.getLogger(__name__)
 

@@ -42,8 +42,7 @@ from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
 from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, choose_threshold
 from pneumocxr.evaluation.conformal import calibrate, check_alpha, prediction_sets, set_summary
 from pneumocxr.inference.ensemble import COMBINE_RULE, EnsemblePredictor, TTAModel
-from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
-from pneumocxr.inference.provenance import file_sha256
+from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor, file_sha256
 from pneumocxr.labels import PNEUMONIA
 from pneumocxr.models import CheckpointMeta
 from pneumocxr.models.checkpoint import rebuild_model

@@ -20,9 +20,9 @@ from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import Dataset
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.inference.predictor import PredictionBatch, Predictor, device_description
-from pneumocxr.inference.provenance import Selection, selection_check
-from pneumocxr.inference.results_table import update_performance_csv
 from pneumocxr.models import CheckpointMeta
+from pneumocxr.workflows.provenance import Selection, selection_check
+from pneumocxr.workflows.results_table import update_performance_csv
 
 CONFIDENCE = 0.95  # of every interval an evaluation reports
 

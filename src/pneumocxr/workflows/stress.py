@@ -44,12 +44,13 @@ from pneumocxr.data.stress_shifts import Shift, apply_shift, in_training_augment
 from pneumocxr.errors import ConfigError
 from pneumocxr.evaluation import DEFAULT_N_BOOT, metrics_with_ci
 from pneumocxr.imaging import resize_square
-from pneumocxr.inference.evaluate import model_label, records_of_split
-from pneumocxr.inference.evaluation_files import CONFIDENCE
-from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
-from pneumocxr.inference.provenance import file_sha256, inference_settings, inference_suffix
-from pneumocxr.inference.validation import VALIDATION, recorded_validation
+from pneumocxr.inference import load_predictor
+from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor, file_sha256
 from pneumocxr.labels import PNEUMONIA
+from pneumocxr.workflows.evaluate import model_label, records_of_split
+from pneumocxr.workflows.evaluation_files import CONFIDENCE
+from pneumocxr.workflows.provenance import inference_settings, inference_suffix
+from pneumocxr.workflows.validation import VALIDATION, recorded_validation
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def run_stress(
     checkpoint = Path(checkpoint)
     records, dataset, split_label = _records(checkpoint, data_root, split)
     records = stress_sample(records, n_images, seed)
-    predictor = predictor or Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    predictor = predictor or load_predictor(checkpoint, device=device, batch_size=batch_size)
     if predictor.num_classes != 2:
         raise ConfigError(
             f"{checkpoint}: the stress suite measures binary (NORMAL/PNEUMONIA) checkpoints; this one has "
@@ -164,7 +165,7 @@ def run_stress(
         inference=settings,
     )
     if out_dir is not None:
-        from pneumocxr.inference.stress_files import write_stress_files
+        from pneumocxr.workflows.stress_files import write_stress_files
 
         result.files.update(write_stress_files(result, Path(out_dir), n_boot=n_boot))
     return result

@@ -43,12 +43,13 @@ from pneumocxr.evaluation import (
     confusion_matrix,
     pairwise_comparisons,
 )
-from pneumocxr.inference import outputs
-from pneumocxr.inference.evaluate import EvaluationResult, evaluate_checkpoint, model_label
-from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
-from pneumocxr.inference.provenance import inference_settings, inference_suffix
-from pneumocxr.inference.results_table import csv_cell
-from pneumocxr.inference.validation import VALIDATION, shared_validation
+from pneumocxr.inference import load_predictor
+from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE
+from pneumocxr.workflows import outputs
+from pneumocxr.workflows.evaluate import EvaluationResult, evaluate_checkpoint, model_label
+from pneumocxr.workflows.provenance import inference_settings, inference_suffix
+from pneumocxr.workflows.results_table import csv_cell
+from pneumocxr.workflows.validation import VALIDATION, shared_validation
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def compare_models(
     speeds: dict[str, dict[str, Any]] = {}
     params: dict[str, tuple[int, int]] = {}
     for i, (checkpoint, (data, model_split)) in enumerate(zip(checkpoints, sources)):
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size, tta=tta)
+        predictor = load_predictor(checkpoint, device=device, batch_size=batch_size, tta=tta)
         if predictor.num_classes != 2:  # DeLong/McNemar and the paired table are binary tests
             raise ConfigError(
                 f"{checkpoint}: a {predictor.num_classes}-class model ({', '.join(predictor.class_names)}); "

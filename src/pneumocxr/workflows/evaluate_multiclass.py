@@ -17,8 +17,8 @@ Output folder (``out_dir``)::
     plots/confusion_matrix.{png,csv}, plots/roc_ovr.{png,csv}   k × k matrix, one-vs-rest ROC curves
 
 and one row (``threshold_kind = "argmax"``) in the performance table (``results_table``).
-Ensembles, MC-dropout and reusing saved predictions are binary-only for now and are refused here
-with a ConfigError rather than averaged wrongly.
+Ensembles and MC-dropout average the members' / passes' calibrated class probabilities row by row
+(``inference.ensemble.combine``) and decide by argmax, like a single checkpoint.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from typing import Any
 from pneumocxr.data.discovery import Dataset
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.tasks import label_for_task
-from pneumocxr.errors import ConfigError
 from pneumocxr.evaluation import DEFAULT_N_BOOT, MulticlassMetrics, multiclass_metrics
-from pneumocxr.inference import outputs
-from pneumocxr.inference.evaluation_files import (
+from pneumocxr.inference.predictor import PredictionBatch, Predictor
+from pneumocxr.workflows import outputs
+from pneumocxr.workflows.evaluation_files import (
     CONFIDENCE,
     Evaluated,
     checkpoint_meta_summary,
@@ -48,8 +48,7 @@ from pneumocxr.inference.evaluation_files import (
     summary,
     write_performance_rows,
 )
-from pneumocxr.inference.predictor import PredictionBatch, Predictor
-from pneumocxr.inference.results_table import multiclass_row
+from pneumocxr.workflows.results_table import multiclass_row
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +83,6 @@ def evaluate_multiclass(
     results_csv: str | os.PathLike | None = None,
 ) -> MulticlassEvaluationResult:
     """Predict ``records`` with a k-class ``predictor`` and write every output (module docstring)."""
-    if getattr(predictor, "members", None) is not None or int(getattr(predictor, "mc_passes", 0) or 0):
-        raise ConfigError(
-            f"{checkpoint}: ensembles and MC-dropout average binary probabilities; a {predictor.num_classes}"
-            "-class checkpoint is evaluated on its own (drop the ensemble / MC-dropout options)"
-        )
     task = predictor.meta.task
     labelled = label_for_task(records, task, where=f"split {split!r} of {dataset.root}")
     logger.info("predicting %d %s images of %s (%s)", len(labelled), split, dataset.root, task)

@@ -1,0 +1,33 @@
+"""Workflows: what the CLI verbs do, built on the prediction core (``pneumocxr.inference``).
+
+``evaluate_checkpoint`` (a split, every metric with its CI, plots, reports), ``compare_models``
+(several checkpoints on the same images, paired tests), ensemble creation, the validation-split
+rebuild and provenance, the stress suite and folder prediction. This layer may use scikit-learn,
+scipy and matplotlib; the core below it may not, so serving stays cheap to import.
+
+Names are imported lazily (PEP 562): ``import pneumocxr.workflows`` costs nothing until used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ComparisonResult": "compare",
+    "compare_models": "compare",
+    "resolve_checkpoint": "compare",
+    "EvaluationResult": "evaluate",
+    "evaluate_checkpoint": "evaluate",
+    "model_label": "evaluate",
+    "Selection": "provenance",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,107 @@
+"""``Predictor.predict(source)``: one answer for a path, bytes, an array or a DICOM dataset, equal to
+what ``evaluate`` computes for the same file, typed, with the model's identity and scope checks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from tests.conftest import make_kermany_tree
+from tests.inference.conftest import write_checkpoint
+
+from pneumocxr.data.discovery import discover
+from pneumocxr.errors import ConfigError, OutOfScopeError, UnsupportedImageError
+from pneumocxr.inference import PredictionResult, load_predictor
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("source")
+    tree = make_kermany_tree(base / "cx", splits=("test",), patients_per_class=2)
+    checkpoint = write_checkpoint(base / "best.pt", threshold=0.45, temperature=1.7)
+    return tree, checkpoint, load_predictor(checkpoint, device="cpu")
+
+
+def test_path_bytes_and_records_give_the_evaluate_answer(setup):
+    tree, _, predictor = setup
+    records = discover(tree).in_split("test")
+    batch = predictor.predict_records(records)  # what `evaluate` scores
+    for i, record in enumerate(records):
+        by_path = predictor.predict(record.path)
+        by_bytes = predictor.predict(record.path.read_bytes())
+        assert by_path.probabilities == by_bytes.probabilities
+        alone = predictor.predict_records([record])  # same pixels, same batch size: bit-identical
+        assert by_path.probabilities["PNEUMONIA"] == alone.calibrated_probability[0]
+        # in a batch of N the float32 convolutions round differently, far below any decision margin
+        assert by_path.probabilities["PNEUMONIA"] == pytest.approx(batch.calibrated_probability[i], abs=1e-6)
+        assert by_path.label == batch[i].label
+
+
+def test_an_array_scores_like_the_png_of_the_same_pixels(setup, tmp_path):
+    _, _, predictor = setup
+    pixels = np.random.default_rng(3).integers(0, 256, (60, 50), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    from_png = predictor.predict(tmp_path / "a.png")
+    assert predictor.predict(pixels).probabilities == from_png.probabilities
+    assert predictor.predict(pixels.astype(np.float32) / 255).probabilities == pytest.approx(
+        from_png.probabilities
+    )
+    with pytest.raises(UnsupportedImageError, match="ambiguous"):
+        predictor.predict(pixels.astype(np.uint16))
+    with pytest.raises(UnsupportedImageError, match=r"2-D"):
+        predictor.predict(np.zeros((60, 50, 3), dtype=np.uint8))
+
+
+def test_the_result_is_typed_json_ready_and_names_the_model(setup):
+    tree, checkpoint, predictor = setup
+    image = next((tree / "test" / "NORMAL").glob("*.jpeg"))
+    result = predictor.predict(image)
+    assert isinstance(result, PredictionResult)
+    assert result.model.sha256 == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert result.model.name == "custom_cnn" and result.threshold == 0.45
+    assert sum(result.probabilities.values()) == pytest.approx(1.0)
+    assert result.label == ("PNEUMONIA" if result.probabilities["PNEUMONIA"] >= 0.45 else "NORMAL")
+    assert result.input.sha256 == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert result.input.format == "JPEG" and (result.input.width, result.input.height) == (48, 40)
+    assert set(result.timings_ms) == {"decode", "model", "total"}
+    assert json.loads(json.dumps(result.to_dict()))["model"]["sha256"] == result.model.sha256
+    assert str(image) not in json.dumps(result.to_dict())  # no file name: the audit log keeps only hashes
+
+
+def test_an_image_smaller_than_the_model_input_is_refused_unless_allowed(setup):
+    _, _, predictor = setup
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 128, dtype=np.uint8)).save(buffer, format="PNG")
+    with pytest.raises(OutOfScopeError, match="8×8") as caught:
+        predictor.predict(buffer.getvalue())
+    assert caught.value.code == "image_too_small"
+    allowed = predictor.predict(buffer.getvalue(), refuse=())
+    assert [w.code for w in allowed.warnings] == ["image_too_small"]
+    with pytest.raises(ConfigError, match="unknown scope check"):
+        predictor.predict(buffer.getvalue(), refuse=("too_blue",))
+
+
+def test_bad_input_names_what_is_wrong(setup, tmp_path):
+    _, _, predictor = setup
+    with pytest.raises(UnsupportedImageError, match="not found"):
+        predictor.predict(tmp_path / "missing.png")
+    with pytest.raises(UnsupportedImageError, match="bytes in memory"):
+        predictor.predict(b"this is not an image")
+    with pytest.raises(TypeError, match="predict takes"):
+        predictor.predict(42)
+
+
+def test_importing_the_core_loads_no_training_or_evaluation_stack():
+    code = (
+        "import sys, pneumocxr.inference\n"
+        "heavy = ('sklearn', 'scipy', 'lightning', 'optuna', 'matplotlib', 'pandas', 'pydicom')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
