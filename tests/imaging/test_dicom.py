@@ -18,11 +18,18 @@ def _linear_window(values: np.ndarray, center: float, width: float) -> np.ndarra
     return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
 
 
-def test_monochrome2_is_scaled_min_max_to_unit_range(tmp_path):
+def _eight_bit(fraction: np.ndarray) -> np.ndarray:
+    """What an 8-bit export of a display fraction holds, read back as a JPEG is (level / 255)."""
+    return np.rint(np.clip(fraction, 0.0, 1.0) * 255).astype(np.uint8).astype(np.float32) / 255.0
+
+
+def test_no_window_uses_the_range_of_the_bits_the_data_need(tmp_path):
+    # 0..1000 in a 16-bit word with no window: a 10-bit range (0..1023), not min–max to 0..1000.
     stored = df.ramp(32, 40, 1000)
     out = read_image(df.write_dicom(tmp_path / "plain.dcm", stored))
     assert out.dtype == np.float32 and out.shape == (32, 40)
-    np.testing.assert_allclose(out, stored / 1000.0, atol=1e-6)
+    np.testing.assert_array_equal(out, _eight_bit(stored / 1023.0))
+    assert out.max() < 1.0
 
 
 def test_monochrome1_is_inverted_with_a_warning_naming_the_file(tmp_path, caplog):
@@ -30,7 +37,7 @@ def test_monochrome1_is_inverted_with_a_warning_naming_the_file(tmp_path, caplog
     path = df.write_dicom(tmp_path / "inverted.dcm", stored, photometric="MONOCHROME1")
     with caplog.at_level(logging.WARNING, logger="pneumocxr.imaging"):
         out = read_image(path)
-    np.testing.assert_allclose(out, 1.0 - stored / 1000.0, atol=1e-6)
+    np.testing.assert_allclose(out, 1.0 - _eight_bit(stored / 1023.0), atol=1e-6)
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(path) in m and "MONOCHROME1" in m for m in messages), messages
 
@@ -40,13 +47,14 @@ def test_bits_stored_12_of_16_ignores_bits_above_high_bit(tmp_path):
     dirty = stored.copy()
     dirty[::2] |= 0xF000  # overlay/garbage in the 4 unused high bits of every other row
     out = read_image(df.write_dicom(tmp_path / "b12.dcm", dirty, bits_stored=12))
-    np.testing.assert_allclose(out, stored / 4095.0, atol=1e-6)
+    np.testing.assert_array_equal(out, _eight_bit(stored / 4095.0))
 
 
 def test_signed_pixels_keep_their_order(tmp_path):
     stored = np.linspace(-1000, 1000, 20 * 30).reshape(20, 30).astype(np.int16)
     out = read_image(df.write_dicom(tmp_path / "signed.dcm", stored, signed=True))
-    np.testing.assert_allclose(out, (stored + 1000) / 2000.0, atol=1e-6)
+    # -1000..1000 needs 11 signed bits: the implied window is -1024..1023.
+    np.testing.assert_array_equal(out, _eight_bit((stored + 1024.0) / 2047.0))
 
 
 def test_rescale_slope_and_intercept_are_applied_before_the_window(tmp_path):
@@ -57,19 +65,20 @@ def test_rescale_slope_and_intercept_are_applied_before_the_window(tmp_path):
         tmp_path / "rescale.dcm", stored, rescale=(slope, intercept), window=(center, width)
     )
     expected = _linear_window(stored * slope + intercept, center, width)
-    np.testing.assert_allclose(read_image(path), expected, atol=2e-3)
+    np.testing.assert_array_equal(read_image(path), _eight_bit(expected))
 
 
 def test_rescale_with_fractional_slope_is_linear(tmp_path):
     stored = df.ramp(8, 50, 2000)
     out = read_image(df.write_dicom(tmp_path / "slope.dcm", stored, rescale=(0.5, 100.0)))
-    np.testing.assert_allclose(out, stored / 2000.0, atol=1e-6)
+    # implied window: stored 0..2047 (11 bits) through the rescale, i.e. 100..1123.5
+    np.testing.assert_allclose(out, _eight_bit(stored / 2047.0), atol=1e-6)
 
 
 def test_window_center_and_width_clip_and_stretch(tmp_path):
     stored = df.ramp(8, 64, 4095)
     out = read_image(df.write_dicom(tmp_path / "window.dcm", stored, window=(2048, 1024)))
-    np.testing.assert_allclose(out, _linear_window(stored.astype(float), 2048, 1024), atol=2e-3)
+    np.testing.assert_array_equal(out, _eight_bit(_linear_window(stored.astype(float), 2048, 1024)))
     assert out[-1, 0] == 0.0 and out[-1, -1] == 1.0  # outside the window: clipped
 
 
@@ -77,7 +86,7 @@ def test_voi_lut_sequence_is_applied(tmp_path):
     stored = df.ramp(8, 64, 4095)
     lut = np.round(np.sqrt(np.arange(4096) / 4095.0) * 65535).astype(np.uint16)
     out = read_image(df.write_dicom(tmp_path / "voilut.dcm", stored, voi_lut=(0, lut)))
-    np.testing.assert_allclose(out, lut[stored] / 65535.0, atol=1e-4)
+    np.testing.assert_array_equal(out, _eight_bit(lut[stored] / 65535.0))
 
 
 @pytest.mark.parametrize(
@@ -96,7 +105,7 @@ def test_compressed_transfer_syntaxes_decode(tmp_path, syntax):
 def test_compressed_12_bit_jpeg2000_decodes_losslessly(tmp_path):
     stored = df.ramp(64, 72, 4095)
     path = df.write_dicom(tmp_path / "j2k.dcm", stored, bits_stored=12, transfer_syntax=df.JPEG2000Lossless)
-    np.testing.assert_allclose(read_image(path), stored / 4095.0, atol=1e-6)
+    np.testing.assert_array_equal(read_image(path), _eight_bit(stored / 4095.0))
 
 
 def test_missing_decoder_plugin_names_the_extra_to_install(tmp_path, monkeypatch):
@@ -128,7 +137,7 @@ def test_multi_frame_dicom_is_refused(tmp_path):
 def test_dicom_is_detected_by_magic_bytes_not_extension(tmp_path, name):
     stored = df.ramp(12, 16, 300)
     path = df.write_dicom(tmp_path / name, stored)
-    np.testing.assert_allclose(read_image(path), stored / 300.0, atol=1e-6)
+    np.testing.assert_array_equal(read_image(path), _eight_bit(stored / 511.0))
     assert image_info(path).format == "DICOM"
 
 
@@ -137,13 +146,13 @@ def test_preamble_less_dicom_is_read(tmp_path, file_meta):
     stored = df.ramp(12, 16, 300)
     path = df.write_dicom(tmp_path / "raw", stored, preamble=False, file_meta=file_meta)
     assert path.read_bytes()[128:132] != b"DICM"
-    np.testing.assert_allclose(read_image(path), stored / 300.0, atol=1e-6)
+    np.testing.assert_array_equal(read_image(path), _eight_bit(stored / 511.0))
 
 
 def test_dicom_bytes_input_reads_like_a_file(tmp_path):
     stored = df.ramp(12, 16, 300)
     data = df.dicom_bytes(stored, photometric="MONOCHROME1")
-    np.testing.assert_allclose(read_image(data), 1.0 - stored / 300.0, atol=1e-6)
+    np.testing.assert_allclose(read_image(data), 1.0 - _eight_bit(stored / 511.0), atol=1e-6)
 
 
 def test_image_info_reads_the_dicom_header(tmp_path):
@@ -187,9 +196,9 @@ def test_garbage_after_dicm_magic_is_refused(tmp_path):
         read_image(path)
 
 
-def test_constant_image_becomes_black_with_a_warning(tmp_path, caplog):
+def test_constant_image_keeps_its_level_with_a_warning(tmp_path, caplog):
     path = df.write_dicom(tmp_path / "flat.dcm", np.full((8, 8), 7, dtype=np.uint16))
     with caplog.at_level(logging.WARNING, logger="pneumocxr.imaging"):
         out = read_image(path)
-    assert out.shape == (8, 8) and not out.any()
+    assert out.shape == (8, 8) and np.all(out == np.float32(7) / 255.0)  # no stretch: stays dark
     assert any("same value" in r.getMessage() for r in caplog.records)

@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 # Bump when decoding or resizing changes what a cached image contains: it moves every cache to a
 # new settings directory instead of serving pixels the current code would not produce.
-CACHE_FORMAT_VERSION = 1
+# 2: DICOM takes the 8-bit export path (imaging.dicom_pixels) instead of a min–max stretch.
+CACHE_FORMAT_VERSION = 2
 DEFAULT_CHUNK_SIZE = 512  # images per chunk file: ~26 MB at 224 px, at most that much lost on a kill
 _MAX_TASK = 32  # images per worker task: small enough to balance load, large enough to amortise IPC
 _POOL_MIN_MISSES = 16  # below this a process pool costs more than it saves

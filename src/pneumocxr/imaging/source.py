@@ -83,7 +83,8 @@ def load_source(source: str | os.PathLike | bytes) -> Source:
             raise UnsupportedImageError(name, "empty input (0 bytes); pass the image file's contents")
         return Source(name=name, path=None, data=data, header=data[:HEADER_BYTES])
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"image source must be a path or bytes, not {type(source).__name__}")
+        kind = type(source).__name__
+        raise TypeError(f"image source must be a path or bytes (or a pydicom Dataset), not {kind}")
     path = Path(os.fspath(source))
     name = str(path)
     if not path.exists():
