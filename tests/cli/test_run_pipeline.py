@@ -237,9 +237,20 @@ def test_presets_pick_the_reference_or_cpu_recipes(tmp_path):
     assert all(p.config.data.root == str(tmp_path.resolve()) for p in reference)
     assert all(p.config.data.cache_dir == str((tmp_path / "cache").resolve()) for p in reference)
     assert resolve_preset("reference") == ("reference", "asked for")
-    assert resolve_preset("auto")[0] in ("cpu", "reference")
     with pytest.raises(ConfigError, match="--preset"):
         resolve_preset("gpu")
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_auto_preset_follows_whether_a_cuda_gpu_is_present(monkeypatch, cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 80GB")
+    preset, why = resolve_preset("auto")
+    if cuda:
+        assert (preset, why) == ("reference", "auto: CUDA GPU found (Fake GPU 80GB)")
+    else:
+        assert (preset, why) == ("cpu", "auto: no CUDA GPU, CPU-sized recipes")
+    assert resolve_preset("cpu") == ("cpu", "asked for")  # an explicit preset ignores the hardware
 
 
 def test_the_cpu_preset_trains_cpu_accurate_and_the_two_seed_models(tmp_path):
