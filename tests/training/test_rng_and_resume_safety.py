@@ -4,7 +4,9 @@ point is read as data only (``weights_only=True``), whatever torch's default say
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 from tests.conftest import make_kermany_tree
@@ -28,6 +30,36 @@ def _config(tree, cache) -> RunConfig:
             "train": {"max_epochs": 1, "batch_size": 8, "precision": "32", "accelerator": "cpu", "seed": 7},
         },
     )
+
+
+def _global_state() -> tuple:
+    python, legacy_numpy = random.getstate(), np.random.get_state()
+    env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    return python, (legacy_numpy[0], legacy_numpy[1].tolist(), *legacy_numpy[2:]), torch.get_rng_state(), env
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_train_restores_the_callers_random_state_and_reproduces_from_its_seed(tree, tmp_path):
+    config = _config(tree, tmp_path / "cache")
+    random.seed(11), np.random.seed(12), torch.manual_seed(13)
+    before = _global_state()
+    first = train(config, tmp_path / "a", progress=False)
+    after = _global_state()
+    assert after[0] == before[0] and after[1] == before[1] and after[3] == before[3]
+    assert torch.equal(after[2], before[2])
+    assert torch.initial_seed() == 13
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(11), np.random.seed(12), torch.manual_seed(13)
+    assert draws == (random.random(), float(np.random.rand()), float(torch.rand(1)))  # as if never called
+
+    torch.manual_seed(999), np.random.seed(998), random.seed(997)  # another caller state: same run
+    second = train(config, tmp_path / "b", progress=False)
+    a, b = _weights(first.best_checkpoint), _weights(second.best_checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert first.metrics == second.metrics
 
 
 class Planted:

@@ -48,6 +48,7 @@ from pneumocxr.training.export import export_best, multiclass_operating_point, o
 from pneumocxr.training.features import frozen_feature_stage
 from pneumocxr.training.hardware import resolve_accelerator, resolve_precision
 from pneumocxr.training.phases import PHASE_FILE, run_phase
+from pneumocxr.training.rng import caller_rng_kept
 from pneumocxr.training.trainer import load_weights
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,20 @@ def train(
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``; ``resume=True`` continues from ``checkpoints/last.ckpt``.
 
-    Seeds everything from ``config.train.seed`` (the caller asks for a reproducible run).
+    Reproducible from ``config.train.seed``: the global generators Lightning needs seeded are
+    seeded for the run only, and the caller's random state is restored afterwards (rng.py).
     ``callbacks``: extra Lightning callbacks for every phase (e.g. a benchmark's timer).
     """
+    with caller_rng_kept():
+        L.seed_everything(config.train.seed, workers=True)
+        return _train(config, Path(out_dir), resume=resume, progress=progress, callbacks=callbacks)
+
+
+def _train(
+    config: RunConfig, out_dir: Path, *, resume: bool, progress: bool, callbacks: Sequence[Callback]
+) -> TrainResult:
     start = time.monotonic()
-    L.seed_everything(config.train.seed, workers=True)
     check_supported(config)
-    out_dir = Path(out_dir)
     check_resume(config, out_dir, resume)
     accelerator = resolve_accelerator(config.train.accelerator)
     precision = resolve_precision(config.train.precision, accelerator)
