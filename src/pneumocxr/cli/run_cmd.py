@@ -119,7 +119,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=step_id(STEPS[-1][0]),
         help="stop after this step (e.g. --until eda: look at the data before training)",
     )
-    run.add_argument("--no-progress", action="store_true", help="no training progress bars")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (training, image decoding): one log line per epoch and phase instead, as "
+        "whenever stdout or stderr is not a terminal",
+    )
     run.set_defaults(handler=_run)
 
 

@@ -41,6 +41,7 @@ from lightning.pytorch.callbacks import Callback
 
 from pneumocxr.config import RunConfig
 from pneumocxr.models import set_finetune
+from pneumocxr.progress import show_bars
 from pneumocxr.training.build import build_model
 from pneumocxr.training.checks import check_resume, check_supported
 from pneumocxr.training.datamodule import ChestXrayDataModule
@@ -101,6 +102,8 @@ def train(
 
     Reproducible from ``config.train.seed``: the global generators Lightning needs seeded are
     seeded for the run only, and the caller's random state is restored afterwards (rng.py).
+    ``progress``: progress bars, drawn only when stdout and stderr are terminals; otherwise (a batch
+    log, or ``progress=False``) one log line per epoch and per phase (pneumocxr.progress).
     ``callbacks``: extra Lightning callbacks for every phase (e.g. a benchmark's timer).
     """
     with caller_rng_kept():
@@ -112,6 +115,7 @@ def _train(
     config: RunConfig, out_dir: Path, *, resume: bool, progress: bool, callbacks: Sequence[Callback]
 ) -> TrainResult:
     start = time.monotonic()
+    progress = show_bars(progress)  # bars on a terminal only; else a log line per epoch and phase
     check_supported(config)
     check_resume(config, out_dir, resume)
     accelerator = resolve_accelerator(config.train.accelerator)
@@ -121,7 +125,12 @@ def _train(
         model = model.to(memory_format=torch.channels_last)
     cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else out_dir / "cache"
     datamodule = ChestXrayDataModule(
-        config.data, config.train, model.spec.preprocess, cache_dir, pin_memory=accelerator == "cuda"
+        config.data,
+        config.train,
+        model.spec.preprocess,
+        cache_dir,
+        pin_memory=accelerator == "cuda",
+        progress=progress,
     )
     logger.info(
         "training %s (%s task) on %s with precision %s",
