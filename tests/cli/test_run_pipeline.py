@@ -213,6 +213,37 @@ def test_an_interrupted_run_records_how_far_it_got(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "results" / "data_check.json").is_file()
 
 
+@pytest.mark.parametrize(
+    ("step", "module"),
+    [("grad-cam", "pneumocxr.explain"), ("report", "pneumocxr.evaluation.report")],
+)
+def test_a_step_that_cannot_run_fails_the_run_after_the_other_steps(
+    tmp_path, monkeypatch, capsys, step, module
+):
+    """A module missing from the install is not a quiet "skipped": exit 1 and one line naming the step and
+    why, after every other requested step has run and written its files."""
+    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
+    out = tmp_path / "out"
+    steps = dict(run_cmd.STEPS)
+    monkeypatch.setattr(
+        run_cmd, "STEPS", (("data check", steps["data check"]), (step, steps[step]), ("eda", steps["eda"]))
+    )
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ModuleNotFoundError, as if not installed
+    code = main(["run", "--data", str(data), "--out", str(out), "--workers", "1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    [line] = captured.err.strip().splitlines()
+    assert (
+        line.startswith(f"pneumocxr: error: run incomplete: step '{step}' could not run") and module in line
+    )
+    summary = _summary(out)
+    assert summary["status"] == "incomplete"
+    statuses = [(s["name"], s["status"].split(":")[0]) for s in summary["steps"]]
+    assert statuses == [("data check", "done"), (step, "not run"), ("eda", "done")]
+    assert (out / "results" / "data_check.json").is_file()  # nothing done is lost …
+    assert (out / "plots" / "dataset_distribution.png").is_file()  # … and the steps after it still ran
+
+
 def test_until_stops_after_the_named_step_without_resolving_recipes(tmp_path, capsys):
     data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
     out = tmp_path / "out"
@@ -237,9 +268,20 @@ def test_presets_pick_the_reference_or_cpu_recipes(tmp_path):
     assert all(p.config.data.root == str(tmp_path.resolve()) for p in reference)
     assert all(p.config.data.cache_dir == str((tmp_path / "cache").resolve()) for p in reference)
     assert resolve_preset("reference") == ("reference", "asked for")
-    assert resolve_preset("auto")[0] in ("cpu", "reference")
     with pytest.raises(ConfigError, match="--preset"):
         resolve_preset("gpu")
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_auto_preset_follows_whether_a_cuda_gpu_is_present(monkeypatch, cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 80GB")
+    preset, why = resolve_preset("auto")
+    if cuda:
+        assert (preset, why) == ("reference", "auto: CUDA GPU found (Fake GPU 80GB)")
+    else:
+        assert (preset, why) == ("cpu", "auto: no CUDA GPU, CPU-sized recipes")
+    assert resolve_preset("cpu") == ("cpu", "asked for")  # an explicit preset ignores the hardware
 
 
 def test_the_cpu_preset_trains_cpu_accurate_and_the_two_seed_models(tmp_path):

@@ -283,6 +283,21 @@ def test_text_from_files_is_escaped(tmp_path):
     assert "</pre><b>bold</b>" in page.all_text
 
 
+def test_the_page_is_jinja2_with_autoescape_and_a_script_in_a_model_name_stays_text(tmp_path):
+    from pneumocxr.evaluation._report_html import jinja_environment
+    from pneumocxr.evaluation.report import PAGE
+
+    assert jinja_environment().autoescape is True and PAGE.endswith(".j2")
+    model = "<script>alert(1)<|script>"  # a folder name cannot hold "/"
+    out = make_tree(tmp_path, model=model)
+    text = build_report(out, title="<script>alert(2)</script>").read_text(encoding="utf-8")
+    page = Page(text)
+    assert "script" not in page.tags
+    assert text.count("&lt;script&gt;alert(1)&lt;|script&gt;") >= 5  # tables, headings, captions
+    assert "<title>&lt;script&gt;alert(2)&lt;/script&gt;</title>" in text
+    assert model in page.all_text  # shown as text, intact
+
+
 def test_split_labels_say_how_honest_each_number_is(tmp_path):
     out = make_tree(tmp_path)
     rows = list(csv.DictReader((out / "results" / "performance_metrics.csv").open()))

@@ -1,4 +1,5 @@
-"""A checkpoint whose threshold or temperature cannot decide anything is refused on load, naming the file."""
+"""A checkpoint whose threshold, temperature or class names cannot decide anything is refused on load,
+naming the file and the value; save refuses what load would."""
 
 from __future__ import annotations
 
@@ -50,3 +51,59 @@ def test_a_checkpoint_without_threshold_or_temperature_gets_the_neutral_ones(tmp
     del payload["threshold"], payload["temperature"]
     _, meta = load_checkpoint(write_atomic(path, payload))
     assert (meta.threshold, meta.temperature) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("class_names", "why"),
+    [
+        (["NORMAL", "NORMAL"], "'NORMAL' appears more than once"),
+        (["NORMAL", ""], "'' is not a non-empty string"),
+        (["NORMAL", "  "], "is not a non-empty string"),
+        (["NORMAL", 3], "3 is not a non-empty string"),
+        (["PNEUMONIA"], "need at least two classes"),
+        ([], "need at least two classes"),
+        ("NORMAL,PNEUMONIA", "is not a list of class names"),
+    ],
+)
+def test_class_names_that_are_empty_repeated_or_too_few_are_refused_naming_the_file(
+    tmp_path, class_names, why
+):
+    path = _edited(tmp_path, class_names=class_names)
+    with pytest.raises(CheckpointError, match=r"edited\.pt: class_names=") as error:
+        load_checkpoint(path)
+    assert why in str(error.value)
+
+
+def test_class_names_that_do_not_fit_the_model_outputs_are_refused(tmp_path):
+    path = _edited(tmp_path, class_names=["NORMAL", "BACTERIAL", "VIRAL"])  # a one-logit binary model
+    with pytest.raises(CheckpointError, match=r"edited\.pt: class_names=.*do not match model custom_cnn"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"threshold": 1.0}, "threshold=1.0 is not a probability"),
+        ({"threshold": float("nan")}, "threshold=nan"),
+        ({"temperature": 0.0}, "temperature=0.0 must be a positive"),
+        ({"class_names": ["NORMAL", "NORMAL"]}, "appears more than once"),
+    ],
+)
+def test_values_load_would_refuse_are_never_saved(tmp_path, values, match):
+    model = create_model("custom_cnn", image_size=32, in_channels=1)
+    settings = {"class_names": CLASS_NAMES, "threshold": 0.4, "temperature": 1.5, **values}
+    kwargs = {"image_size": 32, "in_channels": 1}
+    with pytest.raises(CheckpointError, match=rf"cannot save .*bad\.pt: .*{match}"):
+        save_checkpoint(
+            tmp_path / "bad.pt", model, model_name="custom_cnn", model_kwargs=kwargs,
+            preprocess=model.spec.preprocess, **settings,
+        )  # fmt: skip
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_an_ensemble_threshold_load_would_refuse_is_never_saved(tmp_path):
+    from pneumocxr.models.ensemble_file import checkpoint_payload, save_ensemble
+
+    member = checkpoint_payload(_edited(tmp_path))
+    with pytest.raises(CheckpointError, match=r"cannot save ensemble .*e\.pt: threshold=0\.0"):
+        save_ensemble(tmp_path / "e.pt", [member], ["a"], threshold=0.0)

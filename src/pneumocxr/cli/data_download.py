@@ -29,11 +29,12 @@ def register(actions: argparse._SubParsersAction) -> None:
         action="store_true",
         help="re-extract even if the dataset folder is complete (delete the .zip to download it again)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch logs)")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    root = download_dataset(args.dest, args.url, force=args.force, progress=True)
+    root = download_dataset(args.dest, args.url, force=args.force, progress=not args.no_progress)
     # The path alone on stdout (usable as `$(pneumocxr data download)`); the hint goes to stderr.
     print(root)
     print(f"next: pneumocxr run --data {root}", file=sys.stderr)

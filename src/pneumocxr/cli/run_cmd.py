@@ -13,6 +13,11 @@ skipped, not trained from random weights and not fatal: a warning line when it i
 again at the end, ``status: skipped`` with the reason and the fix in run_summary.json, a notice in
 report.html. The run still exits 0 (see ``_exit_code``); when every model is skipped it fails.
 
+A requested STEP that could not run (``run_steps.StepNotRun``: e.g. a module missing from this
+install) is different: the run goes on with the other steps, keeps everything they produce, then
+ends with one line on stderr naming the step and the reason, ``status: incomplete`` in
+run_summary.json, and exit code 1. Steps left out with ``--until`` are not requested: exit 0.
+
 Output tree (``--out``, default ``output/``)::
 
     runs/<model>/                 training run folders (inputs.json, checkpoints/, history.csv, best.pt)
@@ -39,6 +44,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -113,7 +119,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=step_id(STEPS[-1][0]),
         help="stop after this step (e.g. --until eda: look at the data before training)",
     )
-    run.add_argument("--no-progress", action="store_true", help="no training progress bars")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (training, image decoding): one log line per epoch and phase instead, as "
+        "whenever stdout or stderr is not a terminal",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -181,6 +192,9 @@ def _run(args: argparse.Namespace) -> int:
             steps.append(entry)
             try:
                 entry["status"] = step(state)
+            except run_steps.StepNotRun as exc:  # recorded; the remaining steps still run
+                entry["status"] = f"not run: {exc}"
+                print(f"   NOT RUN: {exc}", flush=True)
             except BaseException as exc:  # recorded, then raised on: Ctrl-C, Lightning's exit, errors
                 interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
                 entry["status"] = "interrupted" if interrupted else f"failed: {type(exc).__name__}: {exc}"
@@ -191,18 +205,29 @@ def _run(args: argparse.Namespace) -> int:
                 _record_models(state)
                 _write_summary(state, started)
             print(f"   ({name}: {entry['wall_s']:.1f} s)", flush=True)
-        state.summary["status"] = "completed"
+        state.summary["status"] = "incomplete" if _not_run(steps) else "completed"
     finally:
         _write_summary(state, started)
     print(f"done in {time.perf_counter() - started:.0f} s: results in {state.out / 'results'}, "
           f"plots in {state.out / 'plots'}, models in {state.out / 'models'}")  # fmt: skip
     for skipped in state.skipped.values():  # last, where it cannot scroll away
         print(skipped.warning(), flush=True)
-    return _exit_code(state)
+    return _exit_code(state, steps)
 
 
-def _exit_code(state: RunState) -> int:
-    """0, also when some models were skipped for want of pretrained weights.
+def _not_run(steps: list[dict[str, Any]]) -> dict[str, str]:
+    """Requested steps that could not run: step name → why."""
+    prefix = "not run: "
+    return {s["name"]: s["status"][len(prefix) :] for s in steps if str(s["status"]).startswith(prefix)}
+
+
+def _exit_code(state: RunState, steps: list[dict[str, Any]]) -> int:
+    """1 when a requested step could not run (one line on stderr naming it and why); else 0, also
+    when some models were skipped for want of pretrained weights.
+
+    A step that could not run is a hole in what the user asked for (no Grad-CAM figure, no
+    report): a script or ``make`` must see it, so it is not a quiet "skipped". Everything the other
+    steps produced is kept, and a re-run after the fix reuses it.
 
     Skipping is about the machine (offline), not a failure of the run: every other model is
     trained, evaluated and reported, and `make run` on an offline machine must not look failed
@@ -213,7 +238,17 @@ def _exit_code(state: RunState) -> int:
     and a notice in report.html. No model trained at all is a failure: exit 2, via the error
     ``_preflight`` / the train step raise.
     """
-    return 0
+    missing = _not_run(steps)
+    if not missing:
+        return 0
+    why = "; ".join(f"step {name!r} could not run: {reason}" for name, reason in missing.items())
+    print(
+        f"pneumocxr: error: run incomplete: {why}; the other steps finished and their outputs are in "
+        f"{state.out} (run_summary.json: status incomplete)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
 
 
 def _preflight(state: RunState) -> None:

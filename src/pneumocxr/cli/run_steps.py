@@ -1,7 +1,8 @@
 """The steps of ``pneumocxr run``, each ONE library call plus its printout.
 
-A step takes the shared ``RunState`` and returns a status line for the summary ("done",
-"skipped: why" …); what it produces goes into files under ``--out`` and into ``state``.
+A step takes the shared ``RunState`` and returns a status line for the summary ("done", "done on
+2 split(s)" …); what it produces goes into files under ``--out`` and into ``state``. A step that
+cannot run here raises ``StepNotRun``: never a quiet "skipped" (the run then exits non-zero).
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ class RunState:
 
     def model_file(self, name: str) -> Path:
         return self.out / "models" / f"{name}.pt"
+
+
+class StepNotRun(Exception):
+    """A requested step that could not run here (a module missing from this install, …).
+
+    Not a failure of the work before it: ``run`` records it, goes on with the remaining steps (nothing
+    done is lost) and exits non-zero naming the step and the reason (run_cmd._exit_code).
+    """
 
 
 def data_check(state: RunState) -> str:
@@ -309,9 +318,7 @@ def gradcam(state: RunState) -> str:
     try:
         from pneumocxr.explain import gradcam_grid_for
     except ModuleNotFoundError as exc:
-        note = f"skipped: Grad-CAM is not available ({exc})"
-        print(f"   {note}")
-        return note
+        raise StepNotRun(f"Grad-CAM is not available ({exc})") from exc
 
     ev, result = state.results["evaluate"][0]
     aucs = {name: e.metrics["checkpoint"]["roc_auc"][0] for name, e in result.evaluations.items()}
@@ -331,13 +338,11 @@ def gradcam(state: RunState) -> str:
 
 
 def report(state: RunState) -> str:
-    """output/report.html from the files above (evaluation.report), once that builder exists."""
+    """output/report.html from the files above (evaluation.report)."""
     try:
         from pneumocxr.evaluation.report import build_report
     except ModuleNotFoundError as exc:
-        note = f"skipped: the HTML report builder is not available ({exc})"
-        print(f"   {note}")
-        return note
+        raise StepNotRun(f"the HTML report builder is not available ({exc})") from exc
     path = build_report(state.out)
     state.summary["report"] = str(path)
     print(f"   -> {path}")

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         # One line per trial from Optuna is the progress report; Lightning's per-run banners are noise.
         logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger(name).propagate = False
+    logging.getLogger("pneumocxr.training.progress").setLevel(logging.WARNING)  # per-epoch lines too
     result = tune(
         config, space, args.out, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials
     )

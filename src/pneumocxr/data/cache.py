@@ -306,12 +306,17 @@ class PreprocessedCache:
         """
         from tqdm.auto import tqdm
 
+        from pneumocxr.progress import show_bars
+
         buffer_keys: list[str] = []
         buffer_pixels: list[np.ndarray] = []
-        bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
+        # a bar only on a terminal; a batch log gets the one line below (progress.py)
+        bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not show_bars(progress))
+        started, done = time.monotonic(), 0
         try:
             for key, pixels, reason in self._decode(jobs, workers):
                 bar.update(1)
+                done += 1
                 if pixels is not None:
                     buffer_keys.append(key)
                     buffer_pixels.append(pixels)
@@ -323,6 +328,7 @@ class PreprocessedCache:
             bar.close()
             if buffer_keys:
                 self._write_chunk(buffer_keys, buffer_pixels)
+            logger.info("decoded %d of %d images in %.1f s", done, len(jobs), time.monotonic() - started)
 
     def _decode(self, jobs: list[tuple[str, ImageRecord]], workers: int | None) -> Iterator[_Result]:
         """Results in completion order: in this process, or from a pool of worker processes."""

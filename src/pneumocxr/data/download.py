@@ -34,6 +34,7 @@ from tqdm import tqdm
 from pneumocxr import __version__
 from pneumocxr.errors import DownloadError
 from pneumocxr.labels import CLASS_NAMES, SPLITS
+from pneumocxr.progress import show_bars
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def _stream(response, part: Path, start: int, total: int | None, url: str, progr
     written = start
     bar = tqdm(
         total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name,
-        disable=None if progress else True,
+        disable=not show_bars(progress),  # a terminal only; a batch log gets the "downloaded" line
     )  # fmt: skip
     with bar, open(part, "r+b" if start else "wb") as out:
         out.seek(start)

@@ -1,42 +1,64 @@
-"""HTML building blocks for the report: escaping, number formatting, tables, embedded figures,
-and tolerant readers of the output tree. Generic on purpose; ``report`` holds what the sections say.
+"""HTML building blocks for the report: Jinja2 macros (report_blocks.html.j2) for tables, embedded
+figures, notes; number formatting; tolerant readers of the output tree. Generic on purpose;
+``report`` holds what the sections say.
 
-Everything that reaches the page goes through ``esc`` unless it is ``Html`` built here, so text
-from files (names, config values, error messages) can never inject markup.
+Nothing here escapes by hand: every block is a macro rendered with Jinja2's autoescape, which
+escapes text (names, config values, error messages from files) and keeps markup that another
+block rendered (``Html``, markupsafe's ``Markup``). So text from files can never inject markup.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import jinja2
+from markupsafe import Markup
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SELECTION_LABEL = "validation (used for selection: optimistic)"
 TEST_LABEL = "test (held out: evaluated once, after every choice was made)"
+BLOCKS = "report_blocks.html.j2"
+
+Html = Markup  # markup a template rendered: safe to place as it is; anything else is text to escape
 
 
-class Html(str):
-    """Markup that is already safe; ``cell`` and ``join`` do not escape it again."""
+def _template_source(name: str) -> str:
+    return resources.files("pneumocxr.evaluation").joinpath(name).read_text("utf-8")
 
 
-def esc(value: object) -> Html:
-    return Html(html.escape(str(value), quote=True))
+@functools.cache
+def jinja_environment() -> jinja2.Environment:
+    """The report's Jinja2 environment: packaged templates, autoescape on, undefined names an error."""
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_template_source),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@functools.cache
+def _blocks() -> Any:
+    return jinja_environment().get_template(BLOCKS).module
 
 
 def join(parts: Iterable[object]) -> Html:
-    return Html("".join(p if isinstance(p, Html) else esc(p) for p in parts))
+    return _blocks().join(list(parts))
 
 
 def tag(name: str, content: object, cls: str = "") -> Html:
-    attr = f' class="{esc(cls)}"' if cls else ""
-    return Html(f"<{name}{attr}>{content if isinstance(content, Html) else esc(content)}</{name}>")
+    return _blocks().tag(name, content, cls)
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -74,12 +96,11 @@ def fmt_p(value: object) -> str:
 
 
 def not_run(what: str, reason: str) -> Html:
-    return Html(f'<p class="not-run"><strong>Not run: {esc(what)}</strong> — {esc(reason)}</p>')
+    return _blocks().not_run(what, reason)
 
 
 def callout(*paragraphs: object, warn: bool = False) -> Html:
-    body = join(tag("p", p) for p in paragraphs)
-    return Html(f'<div class="callout{" warn" if warn else ""}">{body}</div>')
+    return _blocks().callout(list(paragraphs), warn)
 
 
 def table(
@@ -93,26 +114,29 @@ def table(
     """A table whose first ``labels`` columns are text and the rest right-aligned numbers
     (``align``: one flag per column, True = right-aligned number, overrides ``labels``)."""
 
-    def cell(kind: str, i: int, value: object) -> str:
-        right = align[i] if align is not None and i < len(align) else i >= labels
-        cls = "num" if right else ""
-        cls += " na" if str(value) in ("n/a", "–") else ""
-        return str(tag(kind, value, cls.strip()))
+    def cells(values: Sequence[object]) -> list[tuple[object, str]]:
+        out = []
+        for i, value in enumerate(values):
+            right = align[i] if align is not None and i < len(align) else i >= labels
+            cls = ("num" if right else "") + (" na" if str(value) in ("n/a", "–") else "")
+            out.append((value, cls.strip()))
+        return out
 
-    cap = f'<p class="tcap">{esc(caption)}</p>' if caption else ""  # a <caption> would wrap at table width
-    thead = "".join(cell("th", i, h) for i, h in enumerate(head))
-    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    inner = f"<thead><tr>{thead}</tr></thead><tbody>{body}</tbody>"
-    return Html(f'{cap}<div class="table-wrap"><table>{inner}</table></div>')
+    return _blocks().table(cells(head), [cells(row) for row in rows], caption)
 
 
 def figures(items: Sequence[Html], columns: int = 2) -> Html:
     """Figures side by side, ``columns`` (1–4) to a row."""
-    return Html(f'<div class="figs c{max(1, min(columns, 4))}">{"".join(items)}</div>')
+    return _blocks().figures(list(items), max(1, min(columns, 4)))
 
 
 def pre(text: str) -> Html:
-    return Html(f"<pre><code>{esc(text)}</code></pre>")
+    return _blocks().pre(text)
+
+
+def column_title(model: object, data: str, sub: str) -> Html:
+    """A table column heading: the model (and data), a second muted line below."""
+    return _blocks().column_title(model, data, sub)
 
 
 @dataclass
@@ -158,9 +182,7 @@ class Tree:
         if not data.startswith(PNG_SIGNATURE):
             return not_run(caption, f"{self.rel(path)} is not a PNG image")
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        return Html(
-            f'<figure><img src="{uri}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
-        )
+        return _blocks().figure(uri, caption)
 
     def folders(self, sub: str) -> list[Path]:
         base = self.root / sub

@@ -13,7 +13,7 @@ from pneumocxr.evaluation._report_html import (
     Html,
     Tree,
     callout,
-    esc,
+    column_title,
     figures,
     fmt,
     fmt_ci,
@@ -82,7 +82,7 @@ def skipped_notice(tree: Tree) -> Html:
     """A warning box naming each skipped model, why, and how to train it; empty when none was skipped."""
     skipped = skipped_models(tree)
     if not skipped:
-        return Html("")
+        return Html()
     lines = [
         f"{len(skipped)} model(s) of this run were NOT trained and are missing from every table and "
         f"figure below: {', '.join(skipped)}. Nothing was trained from random weights in their place."
@@ -199,7 +199,7 @@ def _selection_for(tree: Tree, row: dict[str, str]) -> dict | None:
 def _column_title(row: dict[str, str], with_data: bool) -> Html:
     data = f" · {Path(row.get('data', '')).name}" if with_data else ""
     sub = f"threshold {fmt(row.get('threshold'))}"
-    return Html(f'{esc(row.get("model", "?"))}{esc(data)}<br><span class="sub">{esc(sub)}</span>')
+    return column_title(row.get("model", "?"), data, sub)
 
 
 def _selection_table(tree: Tree) -> Html:

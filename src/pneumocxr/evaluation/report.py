@@ -1,9 +1,11 @@
 """``build_report``: one self-contained HTML page from a pipeline output folder.
 
-The report reads FILES only (JSON, CSV, PNG, YAML as text) written by the data check, EDA,
-training, evaluate and compare steps, so it can be rebuilt from any output tree on any machine,
-without models or data. Every figure is embedded as a base64 PNG and the stylesheet is inline:
-the page works offline, can be mailed as one file and prints cleanly.
+The page is a Jinja2 template with autoescape (report.html.j2; its building blocks are the macros
+of report_blocks.html.j2), so nothing is escaped by hand. The report reads FILES only (JSON, CSV,
+PNG, YAML as text) written by the data check, EDA, training, evaluate and compare steps, so it can
+be rebuilt from any output tree on any machine, without models or data. Every figure is embedded
+as a base64 PNG and the stylesheet is inline: the page works offline, can be mailed as one file
+and prints cleanly.
 
 Each section is tolerant by design: a step that did not run (or wrote something unreadable)
 renders as a visible "not run" note with the reason, never as a crash and never as silence.
@@ -20,9 +22,8 @@ import platform
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from pneumocxr.errors import ConfigError
@@ -32,9 +33,9 @@ from pneumocxr.evaluation._report_html import (
     Tree,
     callout,
     data_block,
-    esc,
     figures,
     fmt,
+    jinja_environment,
     join,
     not_run,
     num,
@@ -47,6 +48,7 @@ from pneumocxr.labels import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 
+PAGE = "report.html.j2"  # the page template (package data), rendered with autoescape
 MAX_LISTED = 20  # unreadable files listed in the page (the JSON has all of them)
 PACKAGES = ("pneumocxr", "torch", "torchvision", "lightning", "timm", "numpy", "scikit-learn", "scipy")
 EDA_FIGURES = (
@@ -290,14 +292,15 @@ SECTIONS: tuple[tuple[str, str, Callable[[Tree], Html]], ...] = (
 )
 
 
-def _render_section(tree: Tree, anchor: str, title: str, build: Callable[[Tree], Html]) -> str:
+def _render_section(tree: Tree, anchor: str, title: str, build: Callable[[Tree], Html]) -> dict[str, Any]:
+    """One section for the page template: anchor, title and its body (markup)."""
     try:
         body = build(tree)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as exc:
         # Inputs come from other steps (and other versions): a malformed file costs one section, not the page.
         logger.warning("report section %r failed: %s", title, exc, exc_info=True)
         body = not_run(title, f"its input files could not be interpreted ({type(exc).__name__}: {exc})")
-    return f'<section id="{esc(anchor)}">\n<h2>{esc(title)}</h2>\n{body}\n</section>'
+    return {"anchor": anchor, "title": title, "body": body}
 
 
 def package_version(name: str) -> str:
@@ -322,15 +325,16 @@ def build_report(out_dir: str | os.PathLike, *, title: str = "pneumocxr report")
     if not out.is_dir():
         raise ConfigError(f"{out} is not a folder; pass the output folder of `pneumocxr run` (e.g. output/)")
     tree = load_tree(out)
-    body = "\n".join(_render_section(tree, *spec) for spec in SECTIONS)
-    template = resources.files("pneumocxr.evaluation").joinpath("report_template.html").read_text("utf-8")
-    text = Template(template).substitute(
-        title=esc(title),
-        version=esc(package_version("pneumocxr")),
-        generated=esc(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-        out_dir=esc(tree.root),
-        toc="".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in SECTIONS),
-        sections=body,
+    text = (
+        jinja_environment()
+        .get_template(PAGE)
+        .render(  # autoescape: text escaped, section markup kept
+            title=title,
+            version=package_version("pneumocxr"),
+            generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            out_dir=str(tree.root),
+            sections=[_render_section(tree, *spec) for spec in SECTIONS],
+        )
     )
     target = out / "report.html"
     tmp = out / f".report.{os.getpid()}.tmp"  # not mkstemp: its 0600 mode would make the page private

@@ -143,11 +143,12 @@ def save_checkpoint(
 
     ``task``: labels.TASKS; None = the task whose classes ``class_names`` are.
     """
+    problem = class_names_problem(class_names) or decision_problem(threshold, temperature)
+    if problem:  # what load_checkpoint would refuse is never written
+        raise CheckpointError(f"cannot save {path}: {problem}")
     class_names = [str(c) for c in class_names]
     _check_consistent(model, model_name, dict(model_kwargs), class_names)
     task = _task(task, class_names)
-    if not (math.isfinite(threshold) and math.isfinite(temperature) and temperature > 0):
-        raise CheckpointError(f"threshold={threshold}, temperature={temperature}: need finite values, T > 0")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -248,6 +249,13 @@ def rebuild_model(data: Mapping[str, Any], where: str) -> tuple[PneumoModel, Che
         first = " ".join(str(exc).strip().splitlines()[:3])
         raise CheckpointError(f"{where}: weights do not fit model {data['model_name']} ({first})") from None
     model.eval()
+    outputs = num_logits(model.spec.kwargs.get("num_classes", 2))
+    classes = data.get("class_names")
+    if isinstance(classes, (list, tuple)) and num_logits(max(1, len(classes))) != outputs:
+        raise CheckpointError(
+            f"{where}: class_names={list(classes)!r} do not match model {data['model_name']} with {outputs} "
+            "output(s); the checkpoint is damaged or was edited: re-export or retrain it"
+        )
     meta = meta_from_payload(
         data,
         where,
@@ -267,13 +275,14 @@ def meta_from_payload(
     preprocess: Preprocess,
 ) -> CheckpointMeta:
     """The CheckpointMeta of a checkpoint or ensemble payload; the caller says what the model is."""
+    class_names = _class_names(data, where)
     threshold, temperature = _decision_values(data, where)
     return CheckpointMeta(
         path=where,
         model_name=model_name,
         model_kwargs=model_kwargs,
         preprocess=preprocess,
-        class_names=tuple(data["class_names"]),
+        class_names=class_names,
         threshold=threshold,
         temperature=temperature,
         metrics=dict(data.get("metrics", {})),
@@ -281,14 +290,60 @@ def meta_from_payload(
         extra=dict(data.get("extra", {})),
         versions=dict(data.get("versions", {})),
         created=str(data.get("created", "")),
-        task=str(data.get("task") or task_of_class_names(data["class_names"]) or "custom"),
+        task=str(data.get("task") or task_of_class_names(list(class_names)) or "custom"),
     )
+
+
+_DAMAGED = "the checkpoint is damaged or was edited: re-export or retrain it"
+
+
+def class_names_problem(class_names: Any) -> str:
+    """What is wrong with ``class_names`` (empty when nothing): at least two distinct non-empty strings.
+
+    An empty or repeated name makes a prediction unreadable ("" = PNEUMONIA?) and breaks every
+    per-class table and the name → index lookups downstream.
+    """
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+        return f"class_names={class_names!r} is not a list of class names"
+    names = list(class_names)
+    if len(names) < 2:
+        return f"class_names={names!r}: need at least two classes"
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        return f"class_names={names!r}: {bad[0]!r} is not a non-empty string"
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        return f"class_names={names!r}: {', '.join(map(repr, repeated))} appears more than once"
+    return ""
+
+
+def _class_names(data: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """The payload's class names, or a CheckpointError naming ``where`` and the bad value."""
+    problem = class_names_problem(data.get("class_names"))
+    if problem:
+        raise CheckpointError(f"{where}: {problem}; {_DAMAGED}")
+    return tuple(data["class_names"])
+
+
+def decision_problem(threshold: float, temperature: float) -> str:
+    """What is wrong with a (threshold, temperature) pair (empty when nothing).
+
+    A threshold outside (0, 1) or a temperature that is not a positive number would turn every
+    prediction into one class, or into NaN, without a word.
+    """
+    if not (math.isfinite(threshold) and 0.0 < threshold < 1.0):
+        return (
+            f"threshold={threshold!r} is not a probability strictly between 0 and 1 (it would call every "
+            "image one class)"
+        )
+    if not (math.isfinite(temperature) and temperature > 0):
+        return f"temperature={temperature!r} must be a positive finite number (1.0 = uncalibrated)"
+    return ""
 
 
 def _decision_values(data: Mapping[str, Any], where: str) -> tuple[float, float]:
     """(threshold, temperature) of a payload (0.5 and 1.0 when absent), or a CheckpointError naming
-    ``where``: a threshold outside (0, 1) or a temperature that is not a positive number would turn
-    every prediction into one class, or into NaN, without a word."""
+    ``where`` and the value (``decision_problem``)."""
     try:
         threshold = float(data.get("threshold", 0.5))
         temperature = float(data.get("temperature", 1.0))
@@ -297,16 +352,9 @@ def _decision_values(data: Mapping[str, Any], where: str) -> tuple[float, float]
             f"{where}: threshold={data.get('threshold')!r}, temperature={data.get('temperature')!r} are "
             "not numbers; the checkpoint is damaged: re-export or retrain it"
         ) from None
-    if not (math.isfinite(threshold) and 0.0 < threshold < 1.0):
-        raise CheckpointError(
-            f"{where}: threshold={threshold!r} is not a probability strictly between 0 and 1 (it would "
-            "call every image one class); the checkpoint is damaged or was edited: re-export or retrain it"
-        )
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise CheckpointError(
-            f"{where}: temperature={temperature!r} must be a positive finite number (1.0 = uncalibrated); "
-            "the checkpoint is damaged or was edited: re-export or retrain it"
-        )
+    problem = decision_problem(threshold, temperature)
+    if problem:
+        raise CheckpointError(f"{where}: {problem}; {_DAMAGED}")
     return threshold, temperature
 
 

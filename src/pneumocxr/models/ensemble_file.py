@@ -22,7 +22,6 @@ How members are combined lives in ``inference.ensemble`` (the mean of calibrated
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from pneumocxr.errors import CheckpointError
 from pneumocxr.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from pneumocxr.models.checkpoint import (
     CheckpointMeta,
+    decision_problem,
     meta_from_payload,
     payload_record,
     read_payload,
@@ -94,8 +94,9 @@ def save_ensemble(
     classes = {tuple(m["class_names"]) for m in members}
     if len(classes) != 1:
         raise CheckpointError(f"members predict different classes {sorted(classes)}; combine only one task")
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise CheckpointError(f"ensemble threshold={threshold}: need a probability in [0, 1]")
+    problem = decision_problem(threshold, 1.0)
+    if problem:  # the same rule as on load: what load_ensemble would refuse is never written
+        raise CheckpointError(f"cannot save ensemble {path}: {problem}")
     payload = {
         "format": ENSEMBLE_FORMAT,
         "format_version": ENSEMBLE_VERSION,

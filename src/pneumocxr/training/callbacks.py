@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from lightning.pytorch.callbacks import (
 )
 
 logger = logging.getLogger(__name__)
+progress_logger = logging.getLogger("pneumocxr.training.progress")  # EpochLog's lines
 
 MONITOR, MONITOR_MODE = "val_auc", "max"  # best checkpoint
 STOP_MONITOR = "val_loss"  # early stopping (and, in module.py, the plateau scheduler)
@@ -101,11 +103,52 @@ def standard_callbacks(
         *savers,
         early_stopping(patience),
         LearningRateMonitor(logging_interval="epoch"),
+        # progress: bars (on a terminal, see pneumocxr.progress), else one log line per epoch
+        TQDMProgressBar() if progress else EpochLog(phase=phase, epoch_offset=epoch_offset),
         HistoryWriter(history_csv, phase=phase, epoch_offset=epoch_offset, multiclass=multiclass),
     ]
-    if progress:
-        callbacks.append(TQDMProgressBar())
     return best, callbacks
+
+
+class EpochLog(Callback):
+    """One log line per epoch (and one when the phase starts): the progress report of a batch log.
+
+    Logged to ``pneumocxr.training.progress`` so that a command printing its own progress (``tune``:
+    one line per trial) can quiet it alone.
+    """
+
+    def __init__(self, *, phase: int = 1, epoch_offset: int = 0):
+        self.phase = phase
+        self.epoch_offset = epoch_offset
+        self._started = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            batches = trainer.num_training_batches
+            progress_logger.info(
+                "phase %d: epochs %d–%d, %s batches per epoch",
+                self.phase,
+                self.epoch_offset + trainer.current_epoch + 1,
+                self.epoch_offset + trainer.max_epochs,
+                batches if math.isfinite(batches) else "?",
+            )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        shown = [f"{n} {float(metrics[n]):.4f}" for n in HISTORY_COLUMNS[2:-1] if n in metrics]
+        progress_logger.info(
+            "phase %d epoch %d/%d: %s (%.1f s)",
+            self.phase,
+            self.epoch_offset + trainer.current_epoch + 1,
+            self.epoch_offset + trainer.max_epochs,
+            ", ".join(shown) or "no metrics yet",
+            time.monotonic() - self._started,
+        )
 
 
 class HistoryWriter(Callback):

@@ -221,6 +221,7 @@ class ChestXrayDataModule(L.LightningDataModule):
         cache_dir: str | Path,
         *,
         pin_memory: bool = False,
+        progress: bool = False,
     ):
         super().__init__()
         if train.class_balance not in CLASS_BALANCE:
@@ -234,6 +235,7 @@ class ChestXrayDataModule(L.LightningDataModule):
         self.augment = augment_params(train.augment, train.augment_overrides)
         self.cache_dir = Path(cache_dir)
         self.pin_memory = pin_memory
+        self.progress = progress  # a bar while the cache decodes images (pneumocxr.progress decides)
         self._records: tuple[list[ImageRecord], list[ImageRecord]] | None = None
         self._sets: dict[str, PixelDataset] = {}
         self._prepared: np.ndarray | None = None  # pixels loaded by prepare_data in this process
@@ -277,7 +279,7 @@ class ChestXrayDataModule(L.LightningDataModule):
         if self._sets or self._prepared is not None:
             return  # a later fit/validate of the same run (fine-tuning phase, final validation)
         train, val = self.records()
-        self._prepared = self._cache().load([*train, *val], progress=True)
+        self._prepared = self._cache().load([*train, *val], progress=self.progress)
 
     def setup(self, stage: str | None = None) -> None:
         if self._sets:

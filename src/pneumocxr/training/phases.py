@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
 from pneumocxr.config import RunConfig, dump_yaml
-from pneumocxr.errors import ConfigError
+from pneumocxr.errors import CheckpointError, ConfigError
 from pneumocxr.models import param_groups
 from pneumocxr.training.adversarial import adversarial_callbacks
 from pneumocxr.training.bn_recalibration import RecalibrateBatchNorm, needs_recalibration
@@ -106,7 +107,19 @@ def run_phase(
     ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path:
         logger.info("resuming phase %d from %s", phase, ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        # The resume point is read as data (weights_only=True), whatever torch's default or
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says: a file in a run folder must not run code.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not ckpt_path:
+            raise
+        text = str(exc).split("WeightsUnpickler error:")[-1]  # torch's advice around it: to unpickle
+        reason = next((line.strip()[:200] for line in text.splitlines() if line.strip()), "refused")
+        raise CheckpointError(
+            f"{ckpt_path}: not a plain-data resume point ({reason}); it was not written by this training, "
+            "so it is not loaded: delete it (or the run folder) to train from the start"
+        ) from None
     if not best_cb.best_model_path:
         raise ConfigError(f"phase {phase} finished without a validation result; check train.max_epochs >= 1")
     best_epoch = offset + int(read_lightning(best_cb.best_model_path)["epoch"]) + 1

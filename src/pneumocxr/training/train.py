@@ -41,6 +41,7 @@ from lightning.pytorch.callbacks import Callback
 
 from pneumocxr.config import RunConfig
 from pneumocxr.models import set_finetune
+from pneumocxr.progress import show_bars
 from pneumocxr.training.build import build_model
 from pneumocxr.training.checks import check_resume, check_supported
 from pneumocxr.training.datamodule import ChestXrayDataModule
@@ -48,6 +49,7 @@ from pneumocxr.training.export import export_best, multiclass_operating_point, o
 from pneumocxr.training.features import frozen_feature_stage
 from pneumocxr.training.hardware import resolve_accelerator, resolve_precision
 from pneumocxr.training.phases import PHASE_FILE, run_phase
+from pneumocxr.training.rng import caller_rng_kept
 from pneumocxr.training.trainer import load_weights
 
 logger = logging.getLogger(__name__)
@@ -98,13 +100,23 @@ def train(
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``; ``resume=True`` continues from ``checkpoints/last.ckpt``.
 
-    Seeds everything from ``config.train.seed`` (the caller asks for a reproducible run).
+    Reproducible from ``config.train.seed``: the global generators Lightning needs seeded are
+    seeded for the run only, and the caller's random state is restored afterwards (rng.py).
+    ``progress``: progress bars, drawn only when stdout and stderr are terminals; otherwise (a batch
+    log, or ``progress=False``) one log line per epoch and per phase (pneumocxr.progress).
     ``callbacks``: extra Lightning callbacks for every phase (e.g. a benchmark's timer).
     """
+    with caller_rng_kept():
+        L.seed_everything(config.train.seed, workers=True)
+        return _train(config, Path(out_dir), resume=resume, progress=progress, callbacks=callbacks)
+
+
+def _train(
+    config: RunConfig, out_dir: Path, *, resume: bool, progress: bool, callbacks: Sequence[Callback]
+) -> TrainResult:
     start = time.monotonic()
-    L.seed_everything(config.train.seed, workers=True)
+    progress = show_bars(progress)  # bars on a terminal only; else a log line per epoch and phase
     check_supported(config)
-    out_dir = Path(out_dir)
     check_resume(config, out_dir, resume)
     accelerator = resolve_accelerator(config.train.accelerator)
     precision = resolve_precision(config.train.precision, accelerator)
@@ -113,7 +125,12 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else out_dir / "cache"
     datamodule = ChestXrayDataModule(
-        config.data, config.train, model.spec.preprocess, cache_dir, pin_memory=accelerator == "cuda"
+        config.data,
+        config.train,
+        model.spec.preprocess,
+        cache_dir,
+        pin_memory=accelerator == "cuda",
+        progress=progress,
     )
     logger.info(
         "training %s (%s task) on %s with precision %s",
