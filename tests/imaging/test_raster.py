@@ -129,7 +129,7 @@ def _big_jpeg(tmp_path, width: int, height: int, mode: str = "L"):
     ("width", "height", "min_size"),
     [(1000, 700, 224), (1000, 700, 100), (2000, 300, 224), (225, 900, 224), (500, 460, 224), (150, 120, 224)],
 )
-def test_draft_keeps_both_sides_at_least_min_size(tmp_path, width, height, min_size):
+def test_reduction_keeps_both_sides_at_least_min_size(tmp_path, width, height, min_size):
     path = _big_jpeg(tmp_path, width, height)
     out = read_image(path, min_size=min_size)
     assert min(out.shape) >= min(min_size, width, height)
@@ -137,7 +137,7 @@ def test_draft_keeps_both_sides_at_least_min_size(tmp_path, width, height, min_s
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
-def test_draft_decodes_smaller_and_resizes_to_nearly_the_same_pixels(tmp_path, mode):
+def test_reduction_shrinks_by_a_power_of_two_and_resizes_to_nearly_the_same_pixels(tmp_path, mode):
     path = _big_jpeg(tmp_path, 1000, 700, mode)
     full = read_image(path)
     draft = read_image(path, min_size=224)
@@ -147,10 +147,18 @@ def test_draft_decodes_smaller_and_resizes_to_nearly_the_same_pixels(tmp_path, m
     assert np.abs(a - b).mean() < 0.01 and np.abs(a - b).max() < 0.08
 
 
-def test_min_size_is_ignored_for_png(tmp_path):
-    path = tmp_path / "big.png"
-    path.write_bytes(_encode(Image.fromarray(np.zeros((600, 500), dtype=np.uint8))))
-    assert read_image(path, min_size=100).shape == (600, 500)
+def test_a_png_of_a_jpegs_pixels_reduces_to_exactly_the_jpegs_input(tmp_path):
+    """One reduction for every format (block means after a full decode), so the same pixels give
+    the model the same input whatever the file format — unlike a JPEG decoder's DCT scaling."""
+    jpeg = _big_jpeg(tmp_path, 1000, 700, "L")
+    levels = np.rint(read_image(jpeg) * 255).astype(np.uint8)
+    png = tmp_path / "same.png"
+    png.write_bytes(_encode(Image.fromarray(levels)))
+    reduced = read_image(png, min_size=100)
+    assert reduced.shape == (175, 250)  # s = 4: the largest power of two keeping 700 / s >= 100
+    np.testing.assert_array_equal(reduced, read_image(jpeg, min_size=100))
+    block = levels[:4, :4].astype(np.float64).mean()
+    assert reduced[0, 0] == np.float32(np.rint(block) / 255)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])

@@ -35,7 +35,7 @@ def test_real_files_read_as_gray_float_in_unit_range(shared_data):
     assert {"L", "RGB"} <= modes, f"expected both file kinds in the sample, saw {modes}"
 
 
-def test_real_files_draft_decode_keeps_min_size_and_pixels(shared_data):
+def test_real_files_reduced_decode_keeps_min_size_and_pixels(shared_data):
     for path in _sample(shared_data):
         full = read_image(path)
         draft = read_image(path, min_size=224)

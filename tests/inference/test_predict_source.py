@@ -105,3 +105,58 @@ def test_importing_the_core_loads_no_training_or_evaluation_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _dicom_dataset(levels: np.ndarray, **attributes):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = levels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = levels.tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_a_dicom_dataset_of_a_films_pixels_scores_exactly_like_the_film(setup, tmp_path):
+    _, _, predictor = setup
+    levels = np.random.default_rng(5).integers(0, 256, (140, 120), dtype=np.uint8)  # reduced by 2 first
+    Image.fromarray(levels).save(tmp_path / "film.png")
+    dataset = _dicom_dataset(
+        levels, Modality="DX", ViewPosition="PA", BodyPartExamined="CHEST", PatientAge="003Y"
+    )
+    result = predictor.predict(dataset)
+    assert result.probabilities == predictor.predict(tmp_path / "film.png").probabilities
+    assert result.warnings == () and result.input.format == "DICOM"
+    assert result.input.dicom["modality"] == "DX" and result.input.dicom["patient_age_years"] == 3.0
+    assert "SOPInstanceUID" not in json.dumps(result.to_dict()) and dataset.SOPInstanceUID not in json.dumps(
+        result.to_dict()
+    )
+
+
+@pytest.mark.parametrize(
+    ("attributes", "code"),
+    [
+        ({"Modality": "CT"}, "modality"),
+        ({"Modality": "CR", "ViewPosition": "LL"}, "lateral_view"),
+        ({"Modality": "DX", "BodyPartExamined": "KNEE"}, "body_part"),
+        ({"Modality": "DX", "PatientAge": "045Y"}, "age_out_of_range"),
+        ({"Modality": "DX", "PatientAge": "006M"}, "age_out_of_range"),
+    ],
+)
+def test_dicom_inputs_outside_the_intended_use_are_flagged_or_refused(setup, attributes, code):
+    _, _, predictor = setup
+    dataset = _dicom_dataset(np.full((64, 64), 90, dtype=np.uint8), **attributes)
+    assert [w.code for w in predictor.predict(dataset).warnings] == [code]
+    with pytest.raises(OutOfScopeError) as caught:
+        predictor.predict(dataset, refuse=(code,))
+    assert caught.value.code == code

@@ -36,6 +36,7 @@ def predictor(tmp_path_factory):
 def test_predictor_feeds_its_model_exactly_what_training_feeds_it(in_channels, tmp_path):
     """The tensor the Predictor's model receives equals the training DataModule's validation input."""
     from pneumocxr.training import datamodule  # a broken project module must fail here, not skip
+
     path = write_checkpoint(tmp_path / "best.pt", in_channels=in_channels)
     predictor = load_predictor(path, device="cpu", batch_size=8)
     seen: list[torch.Tensor] = []

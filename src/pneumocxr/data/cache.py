@@ -107,7 +107,8 @@ def record_key(record: ImageRecord, stat: os.stat_result) -> str:
 def decode_record(record: ImageRecord, image_size: int, resize_mode: str = "squash") -> np.ndarray:
     """The cache's preprocessing of one image: (S, S) uint8, the same bytes a cache hit returns.
 
-    JPEGs are decoded at reduced scale when that still leaves both sides >= ``image_size``.
+    Large images are first shrunk by a power of two (block means, every format alike) while both
+    sides stay >= ``image_size`` (``imaging.resize.reduce_for_model``).
     """
     return square_uint8(load_pixels(record, min_size=image_size), image_size, resize_mode)
 

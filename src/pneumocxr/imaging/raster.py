@@ -1,4 +1,4 @@
-"""JPEG and PNG via Pillow: every mode to float32 H×W in [0, 1], with draft decoding for speed.
+"""JPEG and PNG via Pillow: every mode to float32 H×W in [0, 1], always at full resolution.
 
 Truncated files must fail, not come back half grey: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left
 False (never set here), every image is fully loaded before it is returned, and PNGs are
@@ -35,19 +35,18 @@ _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, KeyError)
 
 
-def read_raster(src: Source, fmt: str, min_size: int | None) -> np.ndarray:
+def read_raster(src: Source, fmt: str) -> np.ndarray:
     """Decode a JPEG or PNG fully and return float32 H×W in [0, 1].
 
-    For a JPEG with ``min_size`` the decoder's DCT scaling (``Image.draft``) yields a smaller
-    image, by a power of two, whose sides both stay >= ``min_size``: most of the speed-up of
-    reading a 2,900 px radiograph that will be resized to 224 px anyway.
+    Full resolution on purpose: a JPEG decoder's DCT-scaled (draft) decode cannot be reproduced
+    from pixels, so a DICOM of the same film would reach the model differently (``read``).
     """
     if fmt == "PNG":
         _verify_png(src)
     with src.open() as fh, _open(src, fh, fmt) as im:
         _check_declared(src, im)
-        if fmt == "JPEG":
-            _draft(src, im, min_size)
+        if fmt == "JPEG" and im.mode == "RGB":
+            im.draft("L", None)  # decode an RGB JPEG straight to its Y (luma) channel
         try:
             im.load()
             oriented = _apply_orientation(im)
@@ -134,24 +133,6 @@ def _check_declared(src: Source, im: Image.Image) -> None:
         raise src.fail(f"declares an empty image ({width}×{height})")
     if im.mode not in SUPPORTED_MODES:
         raise src.fail(f"unsupported pixel mode {im.mode!r}; save it as 8/16-bit grayscale or RGB PNG/JPEG")
-
-
-def _draft(src: Source, im: Image.Image, min_size: int | None) -> None:
-    """Decode RGB JPEGs straight to luma and, with ``min_size``, at a reduced DCT scale.
-
-    Pillow picks the largest scale s in {8, 4, 2, 1} with s <= min(W // min_size, H // min_size),
-    so ceil(W / s) and ceil(H / s) are both >= min_size; checked again below rather than trusted.
-    """
-    full = im.size
-    mode = "L" if im.mode == "RGB" else None
-    size = (min_size, min_size) if min_size is not None and min(full) >= 2 * min_size else None
-    if mode is None and size is None:
-        return  # nothing to gain
-    im.draft(mode, size)
-    if size is not None and min(im.size) < min_size:  # pragma: no cover - Pillow contract broken
-        raise RuntimeError(f"draft decode of {src.name} gave {im.size}, smaller than min_size={min_size}")
-    if im.size != full:
-        log.debug("%s: draft decode %s → %s (min_size=%s)", src.name, full, im.size, min_size)
 
 
 def _orientation(im: Image.Image) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from pneumocxr.imaging.raster import raster_info, read_raster
+from pneumocxr.imaging.resize import reduce_for_model
 from pneumocxr.imaging.source import ImageInfo, Source, detect_format, load_source
 
 if TYPE_CHECKING:
@@ -39,9 +40,10 @@ def read_image(source: ImageSource, *, min_size: int | None = None) -> np.ndarra
     export would write, / 255, so a DICOM of a JPEG's pixels reads identically (see
     ``imaging.dicom_pixels``).
 
-    ``min_size``: the caller will resize to about min_size×min_size, so a JPEG may be decoded at a
-    reduced DCT scale as long as both sides stay >= min_size (several times faster for full-size
-    radiographs). None decodes at full resolution; PNG and DICOM are always full resolution.
+    ``min_size``: the caller will resize to about min_size×min_size, so the full-resolution pixels
+    are first shrunk by a power of two with block means while both sides stay >= min_size
+    (``resize.reduce_for_model``) — the same step for every format, so a DICOM or PNG of a JPEG's
+    pixels reaches the model exactly as the JPEG does. None: full resolution.
     """
     return read_image_with_header(source, min_size=min_size)[0]
 
@@ -55,14 +57,16 @@ def read_image_with_header(
     if _is_dataset(source):
         from pneumocxr.imaging.dicom import read_dataset
 
-        return read_dataset(source)
+        pixels, header = read_dataset(source)
+        return reduce_for_model(pixels, min_size), header
     src = load_source(source)
     fmt = _format_or_fail(src)
     if fmt == "DICOM":
         from pneumocxr.imaging.dicom import read_dicom  # pydicom costs ~0.1 s to import; only when needed
 
-        return read_dicom(src)
-    return read_raster(src, fmt, min_size), None
+        pixels, header = read_dicom(src)
+        return reduce_for_model(pixels, min_size), header
+    return reduce_for_model(read_raster(src, fmt), min_size), None
 
 
 def image_info(source: str | os.PathLike) -> ImageInfo:

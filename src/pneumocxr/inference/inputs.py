@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from pneumocxr.errors import UnsupportedImageError
-from pneumocxr.imaging import image_info, read_image, square_uint8
+from pneumocxr.imaging import image_info, read_image, read_image_with_header, square_uint8
+from pneumocxr.imaging.resize import reduce_for_model
 
-__all__ = ["LoadedInput", "load_input"]
+__all__ = ["LoadedInput", "dicom_facts", "load_input"]
 
 
 @dataclass
@@ -43,8 +44,8 @@ class LoadedInput:
         """(size, size) uint8: the model input at this preprocessing (decoded once per setting)."""
         key = (size, resize_mode)
         if key not in self._squares:
-            if isinstance(self._content, np.ndarray):
-                pixels = self._content
+            if isinstance(self._content, np.ndarray):  # an array, or a DICOM decoded in full: reduce
+                pixels = reduce_for_model(self._content, size)  # as read_image(min_size=) does
             else:  # the cache's decode: JPEG at reduced DCT scale when both sides stay >= size
                 pixels = read_image(self._content, min_size=size)
             self._squares[key] = square_uint8(pixels, size, resize_mode)
@@ -76,6 +77,9 @@ def load_input(source: Any) -> LoadedInput:
 def _from_bytes(data: bytes, name: str) -> LoadedInput:
     try:
         info = image_info(data)
+        header, content = None, data
+        if info.format == "DICOM":  # decoded once, here: pixels (no reduced-scale decode) and header
+            content, header = read_image_with_header(data)
     except UnsupportedImageError as exc:
         raise UnsupportedImageError(name, exc.reason) from None
     return LoadedInput(
@@ -85,8 +89,8 @@ def _from_bytes(data: bytes, name: str) -> LoadedInput:
         height=info.height,
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        header=_dicom_header(data) if info.format == "DICOM" else None,
-        _content=data,
+        header=header,
+        _content=content,
     )
 
 
@@ -141,10 +145,16 @@ def _dataset_bytes(dataset: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _dicom_header(data: bytes) -> Any:
-    """imaging's header record for DICOM content (None when imaging offers none)."""
-    try:
-        from pneumocxr.imaging import read_dicom_header
-    except ImportError:  # pragma: no cover - older imaging without header records
-        return None
-    return read_dicom_header(data)
+def dicom_facts(header: Any) -> dict[str, Any]:
+    """The header facts an answer reports (what the scope checks read) — no UIDs, no patient data
+    other than the age the intended-use check needs."""
+    if header is None:
+        return {}
+    keys = (
+        "modality",
+        "view_position",
+        "body_part_examined",
+        "patient_age_years",
+        "photometric_interpretation",
+    )
+    return {key: getattr(header, key, None) for key in (*keys, "bits_stored")}

@@ -45,7 +45,7 @@ from pneumocxr.config import Preprocess, to_dict
 from pneumocxr.data.cache import PreprocessedCache, decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
-from pneumocxr.inference.inputs import LoadedInput, load_input
+from pneumocxr.inference.inputs import LoadedInput, dicom_facts, load_input
 from pneumocxr.inference.predictions import Prediction, PredictionBatch
 from pneumocxr.inference.result import InputSummary, ModelIdentity, PredictionResult
 from pneumocxr.inference.scope import ScopePolicy, check_scope
@@ -206,7 +206,7 @@ class PredictorBase:
                 height=loaded.height,
                 size_bytes=loaded.size_bytes,
                 sha256=loaded.sha256,
-                dicom=header.scope_facts() if header is not None and hasattr(header, "scope_facts") else {},
+                dicom=dicom_facts(header),
             ),
             warnings=warnings,
             timings_ms={
