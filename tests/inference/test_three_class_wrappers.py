@@ -131,3 +131,10 @@ def test_members_of_different_tasks_are_refused(three, tmp_path):
     with pytest.raises(Exception, match="different classes"):
         combine([binary.predict_arrays(pixels), three_class.predict_arrays(pixels)], 0.5)
     assert TASK == "normal-bacterial-viral"
+
+
+def test_ensemble_create_refuses_three_class_members_by_name(three, tmp_path, capsys):
+    members = three[2]
+    code = main(["ensemble", "create", str(tmp_path / "e.pt"), *map(str, members[:2]), "--device", "cpu"])
+    assert code == 2
+    assert "k-class" in capsys.readouterr().err and not (tmp_path / "e.pt").exists()

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from pneumocxr.config import DataConfig
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import discover
 from pneumocxr.data.records import ImageRecord
-from pneumocxr.data.splits import patient_split
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
 from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, choose_threshold
 from pneumocxr.evaluation.conformal import calibrate, check_alpha, prediction_sets, set_summary
@@ -47,6 +47,7 @@ from pneumocxr.labels import PNEUMONIA
 from pneumocxr.models import CheckpointMeta
 from pneumocxr.models.checkpoint import rebuild_model
 from pneumocxr.models.ensemble_file import checkpoint_payload, save_ensemble
+from pneumocxr.training.datamodule import split_records
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,14 @@ def create_ensemble(
     resolved, cv_dir = resolve_members(members)
     names = [n for n, _ in resolved]
     payloads = [checkpoint_payload(p) for _, p in resolved]
+    classes = {tuple(payload["class_names"]) for payload in payloads}
+    if any(len(c) > 2 for c in classes):
+        raise ConfigError(
+            f"ensemble create: {', '.join(sorted({', '.join(c) for c in classes}))} members: creating an "
+            "ensemble chooses a binary threshold and binary conformal sets, which a k-class task does not "
+            "have; k-class ensemble files are predicted correctly (mean class probabilities, argmax) but "
+            "cannot be created here yet — use the members one by one, or `--mc-dropout` for a spread"
+        )
     if cv_dir is not None:
         if tta:
             logger.warning("--tta with a cv folder: the out-of-fold predictions were made without TTA")
@@ -252,13 +261,13 @@ def _cv_split(
 def _rebuilt_holdout(
     cv_dir: Path, root: Path, seed: int, fraction: float, limit: int, oof: dict[str, int]
 ) -> dict[str, Any]:
-    """The held-out split rebuilt from ``root`` with ``data.splits.patient_split`` (as
-    ``training.datamodule.cv_holdout_split`` carves it, after ``limit_train_images``), CHECKED: the
-    rest must be exactly the patients and image counts of the out-of-fold predictions."""
-    records = discover(root).in_split("train")
-    if 0 < limit < len(records):  # as training.datamodule.split_records: whole patients, then the split
-        records = patient_split(records, limit / len(records), seed)[1]
-    development, held_out = patient_split(records, fraction, seed)
+    """The held-out split rebuilt from ``root`` by ``training.datamodule.split_records`` (what the
+    folds were carved from), CHECKED: the rest must be exactly the patients and image counts of the
+    out-of-fold predictions."""
+    # the very function training carves its split with (limit first, then val_fraction): an
+    # ordinary run's validation split is exactly what cross-validation held out of every fold
+    data = DataConfig(root=str(root), val_fraction=fraction, split_seed=seed)
+    development, held_out = split_records(data, limit)
     rebuilt: dict[str, int] = {}
     for r in development:
         rebuilt[r.patient_id] = rebuilt.get(r.patient_id, 0) + 1
