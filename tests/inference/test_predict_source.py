@@ -19,6 +19,16 @@ from pneumocxr.data.discovery import discover
 from pneumocxr.errors import ConfigError, OutOfScopeError, UnsupportedImageError
 from pneumocxr.inference import PredictionResult, load_predictor
 
+NOISE_FILMS = ()  # make_kermany_tree's films are noise with a blob: no anatomy for the polarity check
+
+
+def chest_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """uint8 noise over a crude chest in normal polarity: bright spine column, darker lung fields."""
+    rng = np.random.default_rng(seed)
+    xx = np.linspace(-1, 1, width)[None, :].repeat(height, 0)
+    film = 70 + 110 * np.exp(-(xx**2) / 0.02) + rng.normal(0, 15, (height, width))
+    return np.clip(film, 0, 255).astype(np.uint8)
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -33,8 +43,8 @@ def test_path_bytes_and_records_give_the_evaluate_answer(setup):
     records = discover(tree).in_split("test")
     batch = predictor.predict_records(records)  # what `evaluate` scores
     for i, record in enumerate(records):
-        by_path = predictor.predict(record.path)
-        by_bytes = predictor.predict(record.path.read_bytes())
+        by_path = predictor.predict(record.path, refuse=NOISE_FILMS)
+        by_bytes = predictor.predict(record.path.read_bytes(), refuse=NOISE_FILMS)
         assert by_path.probabilities == by_bytes.probabilities
         alone = predictor.predict_records([record])  # same pixels, same batch size: bit-identical
         assert by_path.probabilities["PNEUMONIA"] == alone.calibrated_probability[0]
@@ -45,7 +55,7 @@ def test_path_bytes_and_records_give_the_evaluate_answer(setup):
 
 def test_an_array_scores_like_the_png_of_the_same_pixels(setup, tmp_path):
     _, _, predictor = setup
-    pixels = np.random.default_rng(3).integers(0, 256, (60, 50), dtype=np.uint8)
+    pixels = chest_like(60, 50, seed=3)
     Image.fromarray(pixels).save(tmp_path / "a.png")
     from_png = predictor.predict(tmp_path / "a.png")
     assert predictor.predict(pixels).probabilities == from_png.probabilities
@@ -61,7 +71,7 @@ def test_an_array_scores_like_the_png_of_the_same_pixels(setup, tmp_path):
 def test_the_result_is_typed_json_ready_and_names_the_model(setup):
     tree, checkpoint, predictor = setup
     image = next((tree / "test" / "NORMAL").glob("*.jpeg"))
-    result = predictor.predict(image)
+    result = predictor.predict(image, refuse=NOISE_FILMS)
     assert isinstance(result, PredictionResult)
     assert result.model.sha256 == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert result.model.name == "custom_cnn" and result.threshold == 0.45
@@ -129,7 +139,7 @@ def _dicom_dataset(levels: np.ndarray, **attributes):
 
 def test_a_dicom_dataset_of_a_films_pixels_scores_exactly_like_the_film(setup, tmp_path):
     _, _, predictor = setup
-    levels = np.random.default_rng(5).integers(0, 256, (140, 120), dtype=np.uint8)  # reduced by 2 first
+    levels = chest_like(140, 120, seed=5)  # reduced by 2 first (>= 2 × the 32 px input)
     Image.fromarray(levels).save(tmp_path / "film.png")
     dataset = _dicom_dataset(
         levels, Modality="DX", ViewPosition="PA", BodyPartExamined="CHEST", PatientAge="003Y"
@@ -155,8 +165,32 @@ def test_a_dicom_dataset_of_a_films_pixels_scores_exactly_like_the_film(setup, t
 )
 def test_dicom_inputs_outside_the_intended_use_are_flagged_or_refused(setup, attributes, code):
     _, _, predictor = setup
-    dataset = _dicom_dataset(np.full((64, 64), 90, dtype=np.uint8), **attributes)
+    dataset = _dicom_dataset(chest_like(64, 64), **attributes)
     assert [w.code for w in predictor.predict(dataset).warnings] == [code]
     with pytest.raises(OutOfScopeError) as caught:
         predictor.predict(dataset, refuse=(code,))
     assert caught.value.code == code
+
+
+def test_an_inverted_film_is_refused_and_its_positive_is_not(setup):
+    _, _, predictor = setup
+    film = chest_like(96, 96, seed=7)
+    assert predictor.predict(film).warnings == ()
+    with pytest.raises(OutOfScopeError, match="inverted") as caught:
+        predictor.predict(255 - film)
+    assert caught.value.code == "inverted_polarity"
+    assert [w.code for w in predictor.predict(255 - film, refuse=()).warnings] == ["inverted_polarity"]
+
+
+def test_real_films_pass_the_polarity_check_and_their_negatives_do_not(shared_data):
+    from pneumocxr.imaging import read_image, square_uint8
+    from pneumocxr.inference.scope import INVERTED_BELOW, polarity_score
+
+    films = [
+        p
+        for label in ("NORMAL", "PNEUMONIA")
+        for p in sorted((shared_data / "chest_xray" / "train" / label).glob("*.jpeg"))[:60]
+    ]
+    squares = [square_uint8(read_image(f, min_size=224), 224, "squash") for f in films]
+    assert min(polarity_score(s) for s in squares) > -INVERTED_BELOW
+    assert max(polarity_score(255 - s) for s in squares) < INVERTED_BELOW

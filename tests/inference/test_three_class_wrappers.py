@@ -55,7 +55,7 @@ def member_mean(members, images) -> np.ndarray:
     per_member = []
     for member in members:
         predictor = load_predictor(member, device="cpu")
-        answers = [predictor.predict(image) for image in images]  # the core's one-input path
+        answers = [predictor.predict(image, refuse=()) for image in images]  # noise films: no anatomy  # the core's one-input path
         per_member.append([[a.probabilities[c] for c in THREE_CLASS_NAMES] for a in answers])
     return np.mean(per_member, axis=0)
 

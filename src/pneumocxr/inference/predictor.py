@@ -172,18 +172,16 @@ class PredictorBase:
         Decoded exactly as the training cache decodes files (``inputs.load_input``), so the answer
         equals what ``evaluate`` says for the same file. Scope checks (``scope``) run first:
         ``refuse`` lists the warning codes that raise ``OutOfScopeError`` instead of being reported
-        (None = the default policy: only an image smaller than the model input is refused).
+        (None = the default policy: an image smaller than the model input or an inverted film is refused).
         """
         started = time.perf_counter()
         loaded = load_input(source)
         header = loaded.header
+        pre = self.preprocess
+        square = loaded.square(pre.image_size, pre.resize_mode)  # the model input: polarity is checked on it
+        policy = ScopePolicy.of(refuse)
         warnings = check_scope(
-            loaded.name,
-            loaded.width,
-            loaded.height,
-            header,
-            self.preprocess.image_size,
-            ScopePolicy.of(refuse),
+            loaded.name, loaded.width, loaded.height, header, pre.image_size, policy, square
         )
         decoded = time.perf_counter()
         batch = self._predict_input(loaded)
