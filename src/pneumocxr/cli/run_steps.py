@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 
 from pneumocxr.cli import run_weights
-from pneumocxr.cli.data_check import format_report
-from pneumocxr.cli.data_eda import format_summary
 from pneumocxr.cli.run_recipes import ModelPlan
 from pneumocxr.cli.run_weights import SkippedModel
-from pneumocxr.data.check import check_dataset
+from pneumocxr.data.check import check_dataset, format_report
 from pneumocxr.data.discovery import Dataset
-from pneumocxr.data.eda import run_eda
+from pneumocxr.data.eda import format_summary, run_eda
 from pneumocxr.errors import DatasetError, WeightsUnavailableError
 
 logger = logging.getLogger(__name__)
