@@ -10,9 +10,9 @@ import numpy as np
 from tests.conftest import make_kermany_tree
 from tests.inference.conftest import write_checkpoint
 
-from pneumocxr.cli.run_steps import RunState, gradcam
 from pneumocxr.data.discovery import discover
 from pneumocxr.models.ensemble_file import checkpoint_payload, save_ensemble
+from pneumocxr.workflows.run.steps import RunState, gradcam
 
 
 def _state(tmp_path, checkpoint) -> RunState:

@@ -19,10 +19,12 @@ import pytest
 import torch
 from tests.conftest import make_kermany_tree
 
-from pneumocxr.cli import run_cmd, run_recipes, run_weights
+from pneumocxr.cli import run_cmd
 from pneumocxr.cli.main import main
-from pneumocxr.cli.run_recipes import model_names, plan_models, resolve_preset, split_overrides
 from pneumocxr.errors import ConfigError
+from pneumocxr.workflows.run import recipes as run_recipes
+from pneumocxr.workflows.run import weights as run_weights
+from pneumocxr.workflows.run.recipes import model_names, plan_models, resolve_preset, split_overrides
 from pneumocxr.workflows.validation import CARVED_VALIDATION_SPLIT
 
 MODELS = ("custom_cnn", "vgg16_transfer")

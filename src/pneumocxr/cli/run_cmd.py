@@ -51,13 +51,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pneumocxr.cli import run_robustness, run_steps, run_weights
 from pneumocxr.cli.common_args import add_overrides_option
-from pneumocxr.cli.run_recipes import PRESETS, model_names, plan_models, resolve_preset
-from pneumocxr.cli.run_steps import RunState
 from pneumocxr.config import to_dict
 from pneumocxr.data.discovery import discover
 from pneumocxr.errors import WeightsUnavailableError
+from pneumocxr.workflows.run import robustness as run_robustness
+from pneumocxr.workflows.run import steps as run_steps
+from pneumocxr.workflows.run import weights as run_weights
+from pneumocxr.workflows.run.recipes import PRESETS, model_names, plan_models, resolve_preset
+from pneumocxr.workflows.run.steps import RunState
 
 STEPS: tuple[tuple[str, Callable[[RunState], str]], ...] = (
     ("data check", run_steps.data_check),

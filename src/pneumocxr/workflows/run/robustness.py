@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pneumocxr.cli.run_steps import RunState
+from pneumocxr.workflows.run.steps import RunState
 
 # Validation images per shift in the pipeline: 200 keeps the suite to ~3 min per Lite0-sized model
 # on 2 CPU cores (every shift, 3 severities); `pneumocxr evaluate --stress` defaults to 300.

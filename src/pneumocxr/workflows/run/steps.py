@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from pneumocxr.cli import run_weights
-from pneumocxr.cli.run_recipes import ModelPlan
-from pneumocxr.cli.run_weights import SkippedModel
 from pneumocxr.data.check import check_dataset, format_report
 from pneumocxr.data.discovery import Dataset
 from pneumocxr.data.eda import format_summary, run_eda
 from pneumocxr.errors import DatasetError, WeightsUnavailableError
+from pneumocxr.workflows.run import weights as run_weights
+from pneumocxr.workflows.run.recipes import ModelPlan
+from pneumocxr.workflows.run.weights import SkippedModel
 
 logger = logging.getLogger(__name__)
 
