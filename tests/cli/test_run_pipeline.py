@@ -22,6 +22,7 @@ from tests.conftest import make_kermany_tree
 from pneumocxr.cli import run_cmd
 from pneumocxr.cli.main import main
 from pneumocxr.errors import ConfigError
+from pneumocxr.workflows.run import pipeline as workflow
 from pneumocxr.workflows.run import recipes as run_recipes
 from pneumocxr.workflows.run import weights as run_weights
 from pneumocxr.workflows.run.recipes import model_names, plan_models, resolve_preset, split_overrides
@@ -90,7 +91,7 @@ def test_run_writes_the_reference_output_tree(pipeline):
     for result in results:
         assert (out / "results" / result).is_file()
     assert (out / "report.html").is_file()
-    assert f"[{len(run_cmd.STEPS)}/{len(run_cmd.STEPS)}] report" in printed and "validation AUC" in printed
+    assert f"[{len(workflow.STEPS)}/{len(workflow.STEPS)}] report" in printed and "validation AUC" in printed
 
 
 def test_metrics_and_comparison_are_on_the_test_split_for_both_models(pipeline):
@@ -109,7 +110,7 @@ def test_run_summary_says_what_ran_on_which_split(pipeline):
     summary = _summary(out)
     assert summary["status"] == "completed" and summary["preset"]["resolved"] == "reference"
     steps = summary["steps"]
-    assert [s["name"] for s in steps] == [name for name, _ in run_cmd.STEPS]
+    assert [s["name"] for s in steps] == [name for name, _ in workflow.STEPS]
     assert all(s["wall_s"] >= 0 and not s["status"].startswith(("failed", "interrupted")) for s in steps)
     for name in MODELS:
         model = summary["models"][name]
@@ -203,7 +204,7 @@ def test_an_interrupted_run_records_how_far_it_got(tmp_path, monkeypatch):
     def interrupted(state):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_cmd, "STEPS", (run_cmd.STEPS[0], ("train", interrupted)))
+    monkeypatch.setattr(workflow, "STEPS", (workflow.STEPS[0], ("train", interrupted)))
     code, _ = _run(data, tmp_path / "out")
     assert code == 130  # main's Ctrl-C exit: "finished work is kept"
     summary = _summary(tmp_path / "out")
@@ -226,9 +227,9 @@ def test_a_step_that_cannot_run_fails_the_run_after_the_other_steps(
     why, after every other requested step has run and written its files."""
     data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
     out = tmp_path / "out"
-    steps = dict(run_cmd.STEPS)
+    steps = dict(workflow.STEPS)
     monkeypatch.setattr(
-        run_cmd, "STEPS", (("data check", steps["data check"]), (step, steps[step]), ("eda", steps["eda"]))
+        workflow, "STEPS", (("data check", steps["data check"]), (step, steps[step]), ("eda", steps["eda"]))
     )
     monkeypatch.setitem(sys.modules, module, None)  # import raises ModuleNotFoundError, as if not installed
     code = main(["run", "--data", str(data), "--out", str(out), "--workers", "1"])
@@ -353,12 +354,12 @@ def test_a_model_without_its_weights_is_skipped_and_the_run_completes(tmp_path, 
     data = make_kermany_tree(tmp_path / "chest_xray", size=(32, 32))
     out = tmp_path / "output"
     code, printed, _ = _run_both(data, out, capsys, "vgg16_transfer:model.pretrained=true")
-    assert code == 0, printed  # the offline-only reason is not a failure (run_cmd._exit_code)
+    assert code == 0, printed  # the offline-only reason is not a failure (workflow.RunResult.exit_code)
     warning = "WARNING: vgg16_transfer is NOT trained"
     lines = printed.splitlines()
     assert printed.count(warning) == 2  # when found (before any work) and as the very last line
     assert lines.index(next(x for x in lines if x.startswith(warning))) < lines.index(
-        f"== [1/{len(run_cmd.STEPS)}] data check"
+        f"== [1/{len(workflow.STEPS)}] data check"
     )
     assert lines[-1].startswith(warning) and VGG16_FIX in lines[-1] and VGG16_URL in lines[-1]
     assert "custom_cnn is the only trained model: evaluated alone, no comparison" in printed
