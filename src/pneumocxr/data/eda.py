@@ -314,3 +314,29 @@ def _sample_grid(
     if images:
         grid_rows = [[img for row, img in zip(rows, images) if row[0] == i] for i in range(len(CLASS_NAMES))]
         out.figure(eda_plots.sample_grid([r for r in grid_rows if r], per_class), "sample_grid.png")
+
+
+def format_summary(summary: EdaSummary) -> str:
+    """A few lines: what was analysed, what was written and where.
+
+    ``pneumocxr data eda`` and ``pneumocxr run`` print it.
+    """
+    lines = [f"EDA of {summary.n_images:,} images from {summary.root} ({summary.seconds:.1f} s)"]
+    for name, stats in summary.intensity.items():
+        mean, std = stats["mean"], stats["std"]
+        lines.append(f"  {name}: {stats['images']:,} images, mean intensity {mean:.3f} (std {std:.3f})")
+    if summary.sizes:
+        sizes = summary.sizes
+        lines.append(
+            f"  sizes: width {sizes['width_min']:.0f}–{sizes['width_max']:.0f}, height "
+            f"{sizes['height_min']:.0f}–{sizes['height_max']:.0f} px; "
+            f"{sizes['fraction_224x224']:.0%} are 224×224"
+        )
+    if summary.unreadable:
+        bad = len(summary.unreadable)
+        lines.append(f"  {bad} image(s) could not be decoded and were left out (see eda_summary.json)")
+    folders = sorted({str(Path(p).parent) for p in summary.plots + summary.results})
+    lines.append(
+        f"  wrote {len(summary.plots)} plots and {len(summary.results)} data files to {', '.join(folders)}"
+    )
+    return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 ``evaluate_checkpoint`` (a split, every metric with its CI, plots, reports), ``compare_models``
 (several checkpoints on the same images, paired tests), ensemble creation, the validation-split
-rebuild and provenance, the stress suite and folder prediction. This layer may use scikit-learn,
+rebuild and provenance, the stress suite, folder prediction, and the whole ``pneumocxr run``
+pipeline (``workflows.run``: ``run_pipeline(RunRequest) → RunResult``). This layer may use scikit-learn,
 scipy and matplotlib; the core below it may not, so serving stays cheap to import.
 
 Names are imported lazily (PEP 562): ``import pneumocxr.workflows`` costs nothing until used.

@@ -10,9 +10,10 @@ import numpy as np
 from tests.conftest import make_kermany_tree
 from tests.inference.conftest import write_checkpoint
 
-from pneumocxr.cli.run_steps import RunState, gradcam
 from pneumocxr.data.discovery import discover
 from pneumocxr.models.ensemble_file import checkpoint_payload, save_ensemble
+from pneumocxr.workflows.run.state import RunState
+from pneumocxr.workflows.run.steps import gradcam
 
 
 def _state(tmp_path, checkpoint) -> RunState:
@@ -35,7 +36,7 @@ def _state(tmp_path, checkpoint) -> RunState:
     return state
 
 
-def test_gradcam_step_draws_the_grid_of_an_ensemble_file(tmp_path, capsys):
+def test_gradcam_step_draws_the_grid_of_an_ensemble_file(tmp_path):
     members = [write_checkpoint(tmp_path / f"m{i}.pt", seed=i) for i in range(2)]
     ensemble = save_ensemble(
         tmp_path / "ens.pt", [checkpoint_payload(m) for m in members], ["m0", "m1"], threshold=0.5

