@@ -231,3 +231,18 @@ def test_srun_tasks_merge_failures_from_every_rank_and_reuse_a_finished_shard(se
     ]
     assert summary["distributed"]["launcher"] == "slurm"
     assert "broken.png" in results[0][1]
+
+
+def test_a_rank_whose_peers_never_come_is_told_how_to_launch(monkeypatch):
+    """An sbatch script that runs predict without srun: SLURM says 2 tasks, one process exists."""
+    from datetime import timedelta
+
+    import pneumocxr.workflows.predict_shards as shards
+
+    monkeypatch.setattr(shards, "START_TIMEOUT", timedelta(seconds=1))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with pytest.raises(
+        pneumocxr.errors.ConfigError, match=r"could not join the others .* start the command with srun"
+    ):
+        shards._init_group(Launch("slurm", 0, 2, 0, 2))

@@ -145,9 +145,21 @@ def _init_group(launch: Launch) -> None:
             )
         init_method = "env://"
     logger.info("rank %d of %d joining the gloo group (%s)", launch.rank, launch.world_size, init_method)
-    dist.init_process_group(
-        "gloo", init_method=init_method, rank=launch.rank, world_size=launch.world_size, timeout=START_TIMEOUT
-    )
+    try:
+        dist.init_process_group(
+            "gloo",
+            init_method=init_method,
+            rank=launch.rank,
+            world_size=launch.world_size,
+            timeout=START_TIMEOUT,
+        )
+    except RuntimeError as exc:  # DistStoreError / DistNetworkError: the ranks never all met
+        raise ConfigError(
+            f"rank {launch.rank} of {launch.world_size} ({launch.launcher}) could not join the others at "
+            f"{init_method} ({str(exc).splitlines()[0]}); under SLURM start the command with srun (a batch "
+            "script is one process, however many tasks it asked for), under torchrun check "
+            "--master_addr/--master_port"
+        ) from None
 
 
 def _files_from_rank0(
