@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from pneumocxr.data.image_files import collect_inputs
+from pneumocxr.data.image_files import collect_inputs, read_path_manifest
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import UnsupportedImageError
-from pneumocxr.inference.predictor import PredictionBatch, Predictor, file_sha256
+from pneumocxr.inference.predictor import PredictionBatch, PredictorBase, file_sha256
 from pneumocxr.labels import SUBLABEL_UNKNOWN
 from pneumocxr.workflows import outputs
 from pneumocxr.workflows.provenance import inference_settings
@@ -55,25 +55,55 @@ def predict_images(
     inputs: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
     *,
-    predictor: Predictor,
+    predictor: PredictorBase,
+    manifest: str | os.PathLike | None = None,
 ) -> PredictRun:
-    """Predict every image in ``inputs`` (files or folders) with ``predictor`` (loaded from
-    ``checkpoint``) into ``out_csv`` and its JSON (module docstring)."""
-    files = collect_inputs(inputs)
+    """Predict every image in ``inputs`` (files or folders) and ``manifest`` with ``predictor``
+    (loaded from ``checkpoint``) into ``out_csv`` and its JSON (module docstring). One process;
+    ``predict_shards.predict_launched`` shares the same work between the ranks of a job."""
+    files = input_files(inputs, manifest)
+    return write_outputs(checkpoint, predictor, out_csv, files, score_files(files, predictor))
+
+
+def input_files(inputs: Sequence[str | os.PathLike], manifest: str | os.PathLike | None = None) -> list[Path]:
+    """The files to predict, in a deterministic order: the named files and folders (each folder
+    searched recursively in sorted order), then the manifest's rows in their order."""
+    files = collect_inputs(inputs) if inputs or manifest is None else []
+    return files + (read_path_manifest(manifest) if manifest is not None else [])
+
+
+Outcome = dict[str, Any] | str  # a CSV row, or why the file could not be predicted
+
+
+def score_files(files: Sequence[Path], predictor: PredictorBase) -> list[Outcome]:
+    """One outcome per file, in order: its CSV row, or the reason it could not be decoded."""
     records = [ImageRecord(p, label=-1, split="", patient_id="", sublabel=SUBLABEL_UNKNOWN) for p in files]
-    rows: list[dict[str, Any]] = []
-    failures: list[tuple[str, str]] = []
+    outcomes: list[Outcome] = []
     for start in range(0, len(records), CHUNK):
         chunk = records[start : start + CHUNK]
         try:
-            rows += _rows(chunk, predictor.predict_records(chunk))
+            outcomes += _rows(chunk, predictor.predict_records(chunk))
         except UnsupportedImageError:  # find the bad file(s); predict the rest one by one
             for record in chunk:
                 try:
-                    rows += _rows([record], predictor.predict_records([record]))
+                    outcomes += _rows([record], predictor.predict_records([record]))
                 except UnsupportedImageError as exc:
                     logger.warning("cannot predict %s: %s", record.path, exc.reason)
-                    failures.append((str(record.path), exc.reason))
+                    outcomes.append(exc.reason)
+    return outcomes
+
+
+def write_outputs(
+    checkpoint: str | os.PathLike,
+    predictor: PredictorBase,
+    out_csv: str | os.PathLike,
+    files: Sequence[Path],
+    outcomes: Sequence[Outcome],
+    extra: dict[str, Any] | None = None,
+) -> PredictRun:
+    """The CSV (rows in ``files`` order) and its JSON summary (``extra`` added to it)."""
+    rows = [o for o in outcomes if isinstance(o, dict)]
+    failures = [(str(f), o) for f, o in zip(files, outcomes, strict=True) if isinstance(o, str)]
     csv_path = Path(out_csv)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     spread = any("spread" in row for row in rows)
@@ -97,6 +127,7 @@ def predict_images(
         "failures": [{"path": p, "reason": why} for p, why in failures],
         "predictions_csv": str(csv_path),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     json_path = outputs.write_json(csv_path.with_suffix(".json"), summary)
     return PredictRun(csv_path, json_path, tuple(rows), tuple(failures), settings)
