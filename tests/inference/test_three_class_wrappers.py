@@ -55,7 +55,8 @@ def member_mean(members, images) -> np.ndarray:
     per_member = []
     for member in members:
         predictor = load_predictor(member, device="cpu")
-        answers = [predictor.predict(image, refuse=()) for image in images]  # noise films: no anatomy  # the core's one-input path
+        # the core's one-input path; refuse nothing: noise films have no anatomy for the polarity check
+        answers = [predictor.predict(image, refuse=()) for image in images]
         per_member.append([[a.probabilities[c] for c in THREE_CLASS_NAMES] for a in answers])
     return np.mean(per_member, axis=0)
 
