@@ -9,6 +9,7 @@ import sys
 
 from pneumocxr import __version__
 from pneumocxr.cli import (
+    audit_cmd,
     compare_cmd,
     cv_cmd,
     data_cmd,
@@ -19,6 +20,7 @@ from pneumocxr.cli import (
     models_cmd,
     predict_cmd,
     run_cmd,
+    serve_cmd,
     shortcut_cmd,
     train_cmd,
     tune_cmd,
@@ -39,6 +41,8 @@ SUBCOMMAND_MODULES = (
     cv_cmd,
     ensemble_cmd,
     model_card_cmd,
+    serve_cmd,
+    audit_cmd,
 )
 
 

@@ -1,0 +1,57 @@
+"""``GET /v1/model``: what answers, how it decides, what it is for — and its model card."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pneumocxr.inference import PredictorBase
+from pneumocxr.inference.scope import CHECKS, ScopePolicy
+from pneumocxr.serving.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+INTENDED_USE = (
+    "Research use only, not a medical device. Trained on frontal pediatric chest radiographs (ages 1-5, "
+    "Guangzhou Women and Children's Medical Center, Kermany et al. 2018); untested on adults, lateral views "
+    "and other hospitals' equipment — on the withheld test split and an adult external set it scored below "
+    "its validation numbers (see the model card)."
+)
+
+
+def model_info(predictor: PredictorBase, settings: ServeSettings) -> dict[str, Any]:
+    described = predictor.describe()
+    policy = ScopePolicy.of(settings.refuse)
+    return {
+        "identity": predictor.identity.to_dict(),
+        "name": predictor.meta.model_name,
+        "task": predictor.meta.task,
+        "class_names": list(predictor.class_names),
+        "operating_point": {
+            "threshold": predictor.threshold if predictor.num_classes == 2 else None,
+            "applies_to": described.get("threshold_applies_to"),
+            "rule": predictor.threshold_rule,
+            "temperature": predictor.temperature,
+        },
+        "validation_metrics": dict(predictor.meta.metrics or {}),
+        "preprocess": described.get("preprocess"),
+        "inputs": {"formats": ["JPEG", "PNG", "DICOM"], "max_upload_bytes": settings.max_upload_bytes},
+        "scope_checks": {code: ("refused" if code in policy.refuse else "warned") for code in CHECKS},
+        "intended_use": INTENDED_USE,
+        "model_card": _card(settings),
+        "parameters": described.get("parameters"),
+    }
+
+
+def _card(settings: ServeSettings) -> str | None:
+    """The model card: the file named by --card, else built from the checkpoint (None if that fails)."""
+    if settings.card is not None:
+        return Path(settings.card).read_text(encoding="utf-8")
+    try:
+        from pneumocxr.training.model_card import build_model_card
+
+        return build_model_card(settings.model)
+    except Exception as exc:  # a card is information, not a reason to refuse to serve
+        logger.warning("no model card for %s (%s); pass --card", settings.model, type(exc).__name__)
+        return None
