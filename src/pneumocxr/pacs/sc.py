@@ -73,7 +73,9 @@ def build_sc(
         patient_orientation=("L", "F"),
         series_description=SERIES_DESCRIPTION_SC,
     )
-    image.BurnedInAnnotation = "YES"  # the banner is text in the pixels: say so (de-identification tools look)
+    image.BurnedInAnnotation = (
+        "YES"  # the banner is text in the pixels: say so (de-identification tools look)
+    )
     return image
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, Integer, String, Text
+from sqlalchemy import DateTime, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -49,3 +49,43 @@ class ApiKey(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PacsJob(Base):
+    """One source image for one model: the unit the PACS worker does exactly once.
+
+    Unique on (SOP instance, model sha256): a re-sent or re-announced image finds its row and adds
+    nothing; a new model version is a new row, and so a new result."""
+
+    __tablename__ = "pacs_jobs"
+    __table_args__ = (
+        UniqueConstraint("sop_instance_uid", "model_sha256", name="uq_pacs_jobs_instance_model"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # "dicomweb" | "cstore"
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending|running|done|skipped|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    locked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)  # why skipped / failed (never patient data)
+    decision: Mapped[str | None] = mapped_column(String(64))
+    probability: Mapped[float | None] = mapped_column(Float)
+    sr_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sc_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PacsState(Base):
+    """Small persistent facts of the watcher, e.g. the last Orthanc /changes sequence number seen."""
+
+    __tablename__ = "pacs_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,188 @@
+"""The PACS jobs table as a queue: enqueue once, claim safely, finish exactly once.
+
+- **Once per (SOP instance, model)**: the unique key makes a re-announced or re-sent image a no-op.
+- **Claim** is an optimistic conditional UPDATE (``WHERE id = … AND status = 'pending'``): of several
+  workers on one PostgreSQL table (or threads on one SQLite file) exactly one gets each job — no
+  row locks held, no ``SKIP LOCKED`` needed, the same code on both databases.
+- **Leases**: a claimed job carries ``locked_at``; a worker killed mid-job leaves it ``running``, and
+  once the lease has expired any worker may claim it again. Re-doing it is safe: its outputs have
+  deterministic UIDs, so the PACS keeps one SR and one SC whatever happens.
+- **Retries** for transient failures (PACS down or slow) with exponential backoff and a cap; after
+  ``max_attempts`` the job is ``failed`` with its reason. An unreadable film fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pneumocxr.store import Store
+from pneumocxr.store.schema import PacsJob, PacsState
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("pending", "running", "done", "skipped", "failed")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(
+        tzinfo=None
+    )  # naive UTC: compares alike on SQLite and PostgreSQL
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    study_instance_uid: str
+    series_instance_uid: str | None
+    sop_instance_uid: str
+    model_sha256: str
+    source: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    lease_s: float = 300.0  # a running job older than this is presumed dead and may be claimed again
+    max_attempts: int = 5  # transient failures before a job is failed for good
+    backoff_s: float = 2.0  # first retry delay; doubles per attempt
+    backoff_cap_s: float = 300.0
+
+
+class JobQueue:
+    def __init__(self, store: Store, model_sha256: str, worker_id: str, policy: QueuePolicy = QueuePolicy()):
+        self.store, self.model_sha256, self.worker_id, self.policy = store, model_sha256, worker_id, policy
+
+    def enqueue(self, study: str, series: str | None, sop: str, source: str) -> bool:
+        """Add a job for ``sop`` with this model; False when it already exists (any status)."""
+        moment = now()
+        row = PacsJob(
+            sop_instance_uid=sop,
+            model_sha256=self.model_sha256,
+            study_instance_uid=study,
+            series_instance_uid=series,
+            source=source,
+            status="pending",
+            attempts=0,
+            next_attempt_at=moment,
+            created_at=moment,
+            updated_at=moment,
+        )
+        try:
+            with self.store.session() as session:
+                session.add(row)
+        except IntegrityError:
+            return False
+        return True
+
+    def claim(self) -> Job | None:
+        """The next due job, now ``running`` for this worker (None when there is none)."""
+        moment = now()
+        expired = moment - timedelta(seconds=self.policy.lease_s)
+        claimable = and_(
+            PacsJob.model_sha256 == self.model_sha256,
+            or_(
+                and_(PacsJob.status == "pending", PacsJob.next_attempt_at <= moment),
+                and_(PacsJob.status == "running", PacsJob.locked_at < expired),
+            ),
+        )
+        with self.store.session() as session:
+            candidates = session.execute(
+                select(PacsJob.id, PacsJob.status, PacsJob.locked_at)
+                .where(claimable)
+                .order_by(PacsJob.id)
+                .limit(8)
+            ).all()
+        for job_id, status, locked_at in candidates:
+            same_state = PacsJob.locked_at.is_(None) if locked_at is None else PacsJob.locked_at == locked_at
+            with self.store.session() as session:
+                taken = session.execute(
+                    update(PacsJob)
+                    .where(PacsJob.id == job_id, PacsJob.status == status, same_state)
+                    .values(
+                        status="running",
+                        locked_by=self.worker_id,
+                        locked_at=moment,
+                        attempts=PacsJob.attempts + 1,
+                        updated_at=moment,
+                    )
+                ).rowcount
+            if taken == 1:
+                if status == "running":
+                    logger.warning("job %d: lease expired (worker died?); taken over", job_id)
+                return self._job(job_id)
+        return None
+
+    def done(self, job: Job, *, decision: str, probability: float, sr_uid: str, sc_uid: str | None) -> None:
+        self._finish(
+            job,
+            "done",
+            decision=decision,
+            probability=probability,
+            sr_instance_uid=sr_uid,
+            sc_instance_uid=sc_uid,
+        )
+
+    def skipped(self, job: Job, reason: str) -> None:
+        self._finish(job, "skipped", reason=reason)
+
+    def failed(self, job: Job, reason: str) -> None:
+        self._finish(job, "failed", reason=reason)
+
+    def retry(self, job: Job, reason: str) -> None:
+        """A transient failure: try again later (exponential backoff), or fail after max_attempts."""
+        if job.attempts >= self.policy.max_attempts:
+            self.failed(job, f"gave up after {job.attempts} attempts: {reason}")
+            return
+        delay = min(self.policy.backoff_cap_s, self.policy.backoff_s * 2 ** (job.attempts - 1))
+        logger.warning("job %d: %s; retry %d in %.0f s", job.id, reason, job.attempts + 1, delay)
+        self._finish(job, "pending", reason=reason, next_attempt_at=now() + timedelta(seconds=delay))
+
+    def rows(self, status: str | None = None) -> list[dict[str, Any]]:
+        query = select(PacsJob).order_by(PacsJob.id)
+        if status is not None:
+            query = query.where(PacsJob.status == status)
+        with self.store.session() as session:
+            return [
+                {c.name: getattr(r, c.name) for c in PacsJob.__table__.columns}
+                for r in session.scalars(query)
+            ]
+
+    def get_state(self, name: str, default: str | None = None) -> str | None:
+        with self.store.session() as session:
+            row = session.get(PacsState, name)
+            return row.value if row is not None else default
+
+    def set_state(self, name: str, value: str) -> None:
+        with self.store.session() as session:
+            row = session.get(PacsState, name)
+            if row is None:
+                session.add(PacsState(name=name, value=value))
+            else:
+                row.value = value
+
+    def _finish(self, job: Job, status: str, **values: Any) -> None:
+        with self.store.session() as session:
+            session.execute(
+                update(PacsJob)
+                .where(PacsJob.id == job.id, PacsJob.locked_by == self.worker_id)
+                .values(status=status, locked_by=None, locked_at=None, updated_at=now(), **values)
+            )
+
+    def _job(self, job_id: int) -> Job:
+        with self.store.session() as session:
+            row = session.get(PacsJob, job_id)
+            return Job(
+                row.id,
+                row.study_instance_uid,
+                row.series_instance_uid,
+                row.sop_instance_uid,
+                row.model_sha256,
+                row.source,
+                row.attempts,
+            )

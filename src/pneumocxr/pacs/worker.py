@@ -1,0 +1,196 @@
+"""The PACS worker: discover studies, claim jobs, score, send an SR and an SC back — exactly once.
+
+``discover``: with Orthanc, the StableStudy changes after the persisted sequence number; with any
+other DICOMweb PACS, QIDO-RS studies since a persisted date. Each instance of a study that is not
+the worker's own output becomes a job (a no-op if it already is one). ``process_one``: claim a job,
+fetch the instance (WADO-RS), skip what is not a frontal chest radiograph (reason recorded), score
+it with the prediction core, write the SR and the SC (deterministic UIDs), send them (STOW-RS or
+C-STORE), mark the job done and audit it. Transient PACS failures are retried with backoff; a film
+that cannot be read fails with its reason. Logs carry job ids and UIDs' hashes, never patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from pneumocxr.errors import OutOfScopeError, UnsupportedImageError
+from pneumocxr.inference import PredictionResult
+from pneumocxr.pacs.dicomweb import DicomWebPacs, InstanceGone, InstanceRef, PacsUnavailable
+from pneumocxr.pacs.jobs import Job, JobQueue
+from pneumocxr.pacs.orthanc import OrthancChanges
+from pneumocxr.pacs.sc import build_sc
+from pneumocxr.pacs.selection import is_own_output, skip_reason
+from pneumocxr.pacs.sr import build_sr
+from pneumocxr.store.audit import AuditEntry, AuditLog
+
+logger = logging.getLogger(__name__)
+
+CHANGES_STATE = "orthanc_changes_seq"
+QIDO_STATE = "qido_since_date"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    result: PredictionResult
+    film: np.ndarray  # (H, W) float in [0, 1]: the film as the core decoded it, original geometry
+    heatmap: np.ndarray | None  # (H, W) in [0, 1], or None when the model cannot explain
+
+
+Analyze = Callable[[Dataset], Analysis]
+Send = Callable[[list[Dataset]], None]
+
+
+def short(uid: str | None) -> str:
+    """A UID as logs show it: a hash prefix (UIDs can carry site information)."""
+    return hashlib.sha256(str(uid).encode()).hexdigest()[:10]
+
+
+class PacsWorker:
+    def __init__(
+        self,
+        pacs: DicomWebPacs,
+        queue: JobQueue,
+        analyze: Analyze,
+        *,
+        send: Send | None = None,
+        changes: OrthancChanges | None = None,
+        audit: AuditLog | None = None,
+        include_lateral: bool = False,
+    ):
+        self.pacs, self.queue, self.analyze = pacs, queue, analyze
+        self.send = send or pacs.store
+        self.changes, self.audit, self.include_lateral = changes, audit, include_lateral
+
+    # ---- discovery ---------------------------------------------------------------------------
+
+    def discover(self) -> int:
+        """New jobs from the change feed (Orthanc) or a QIDO-RS poll; returns how many."""
+        if self.changes is not None:
+            return self._discover_changes()
+        since = self.queue.get_state(QIDO_STATE)
+        today = date.today()
+        added = sum(self.enqueue_study(study) for study in self.pacs.studies(since))
+        # next poll from yesterday: studies dated late yesterday may still be arriving
+        self.queue.set_state(QIDO_STATE, (today - timedelta(days=1)).strftime("%Y%m%d"))
+        return added
+
+    def _discover_changes(self) -> int:
+        added, done = 0, False
+        while not done:
+            seq = int(self.queue.get_state(CHANGES_STATE, "0"))
+            studies, last, done = self.changes.stable_studies(seq)
+            added += sum(self.enqueue_study(study) for study in studies)
+            self.queue.set_state(CHANGES_STATE, str(last))  # only after the studies are enqueued
+        return added
+
+    def enqueue_study(self, study_uid: str) -> int:
+        added = 0
+        for ref in self.pacs.instances(study_uid):
+            if is_own_output(ref.sop_class, ref.series_description):
+                continue  # our SR/SC landing in the study fires StableStudy again: ignore them
+            added += self.queue.enqueue(ref.study, ref.series, ref.sop, "dicomweb")
+        if added:
+            logger.info("study %s: %d new job(s)", short(study_uid), added)
+        return added
+
+    # ---- processing --------------------------------------------------------------------------
+
+    def process_one(self) -> bool:
+        """Do one due job; False when there was none."""
+        job = self.queue.claim()
+        if job is None:
+            return False
+        started = time.perf_counter()
+        try:
+            dataset = self.pacs.retrieve(
+                InstanceRef(job.study_instance_uid, job.series_instance_uid, job.sop_instance_uid, None)
+            )
+            self.handle(job, dataset, started)
+        except PacsUnavailable as exc:
+            self.queue.retry(job, str(exc))
+        except InstanceGone as exc:
+            self.queue.skipped(job, str(exc))
+        return True
+
+    def handle(self, job: Job, dataset: Dataset, started: float) -> None:
+        """Score ``dataset`` for ``job`` and send its results (also used by the C-STORE listener)."""
+        reason = skip_reason(dataset, include_lateral=self.include_lateral)
+        if reason is not None:
+            self.queue.skipped(job, reason)
+            logger.info("job %d skipped: %s", job.id, reason)
+            return
+        try:
+            analysis = self.analyze(dataset)
+        except OutOfScopeError as exc:
+            self.queue.skipped(job, f"{exc.code}: {exc.reason}")
+            return
+        except UnsupportedImageError as exc:
+            self.queue.failed(job, exc.reason)
+            return
+        sr = build_sr(dataset, analysis.result)
+        sc = build_sc(dataset, analysis.result, analysis.film, analysis.heatmap)
+        self.send([sr, sc])  # PacsUnavailable propagates: the job is retried (same UIDs: no duplicate)
+        result = analysis.result
+        self.queue.done(
+            job,
+            decision=result.label,
+            probability=result.positive_probability,
+            sr_uid=sr.SOPInstanceUID,
+            sc_uid=sc.SOPInstanceUID,
+        )
+        self._audit(job, result, 1000 * (time.perf_counter() - started))
+        logger.info("job %d: %s p=%.3f → SR + SC sent", job.id, result.label, result.positive_probability)
+
+    def _audit(self, job: Job, result: PredictionResult, latency_ms: float) -> None:
+        if self.audit is None:
+            return
+        self.audit.record(
+            AuditEntry(
+                request_id=f"pacs-{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}",
+                route="pacs",
+                status=200,
+                latency_ms=latency_ms,
+                key_id=self.queue.worker_id,
+                input_sha256=result.input.sha256,
+                input_bytes=result.input.size_bytes,
+                input_format=result.input.format,
+                model_sha256=result.model.sha256,
+                model_name=result.model.name,
+                decision=result.label,
+                probabilities=result.probabilities,
+                threshold=result.threshold,
+                warnings=tuple(w.code for w in result.warnings),
+            )
+        )
+
+    def run(self, stop: threading.Event, *, poll_s: float = 2.0) -> None:
+        """Discover and process until ``stop`` is set; the PACS being down only delays work."""
+        while not stop.is_set():
+            try:
+                self.discover()
+            except PacsUnavailable as exc:
+                logger.warning("discovery: %s; trying again in %.0f s", exc, poll_s)
+            while not stop.is_set() and self.process_one():
+                pass
+            stop.wait(poll_s)
+
+
+def core_analyzer(predictor, refuse=None) -> Analyze:
+    """Score with the prediction core; the heat map from Grad-CAM when the predictor can explain."""
+    from pneumocxr.imaging import read_image
+
+    def analyze(dataset: Dataset) -> Analysis:
+        result = predictor.predict(dataset, refuse=refuse)
+        return Analysis(result, read_image(dataset), None)
+
+    return analyze
