@@ -18,6 +18,7 @@ from pneumocxr.cli import (
     explain_cmd,
     model_card_cmd,
     models_cmd,
+    pacs_cmd,
     predict_cmd,
     run_cmd,
     serve_cmd,
@@ -43,6 +44,7 @@ SUBCOMMAND_MODULES = (
     model_card_cmd,
     serve_cmd,
     audit_cmd,
+    pacs_cmd,
 )
 
 
