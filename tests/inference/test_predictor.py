@@ -102,12 +102,13 @@ def test_cache_for_another_image_size_is_refused(predictor, tree, tmp_path):
 def test_dicom_and_png_of_the_same_pixels_agree(predictor, tmp_path):
     import dicom_factory
 
-    pixels = dicom_factory.ramp(48, 40, 255, dtype=np.uint8)  # spans 0..255: DICOM min-max is x/255
+    # 40..200, not 0..255: a min-max stretch of the DICOM (the old train/serve skew) would show
+    pixels = (40 + dicom_factory.ramp(48, 40, 160, dtype=np.uint16)).astype(np.uint8)
     dcm = dicom_factory.write_dicom(tmp_path / "image.dcm", pixels)
     png = tmp_path / "image.png"
     Image.fromarray(pixels, mode="L").save(png)
     from_dicom, from_png = predictor.predict_file(dcm), predictor.predict_file(png)
-    assert from_dicom.calibrated_probability == pytest.approx(from_png.calibrated_probability, abs=1e-5)
+    assert from_dicom.calibrated_probability == from_png.calibrated_probability  # the same pixels, exactly
     assert from_dicom.prediction == from_png.prediction
 
 
