@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pneumocxr import __version__
 from pneumocxr.errors import PneumoCXRError
 from pneumocxr.inference import PredictorBase, load_predictor
-from pneumocxr.serving import errors, explain_route
+from pneumocxr.serving import errors, explain_route, page
 from pneumocxr.serving.auth import key_checker
 from pneumocxr.serving.limits import Admission, BodyLimit
 from pneumocxr.serving.metrics import Metrics
@@ -169,6 +169,7 @@ def create_app(
         return JSONResponse(payload)
 
     explain_route.register(app, state, require_key=require_key, answer=answer)
+    page.register(app)
     return app
 
 
