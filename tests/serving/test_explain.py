@@ -42,13 +42,17 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def film_bytes(seed: int = 0, fmt: str = "PNG") -> bytes:
-    """A film-like grayscale image (bright vertical band like a spine, noise): passes the scope checks."""
+def film_pixels(seed: int = 0) -> np.ndarray:
+    """A film-like (H, W) uint8 image (bright vertical band like a spine, noise): passes the scope checks."""
     rng = np.random.default_rng(seed)
     xx = np.arange(WIDTH)[None, :]
     pixels = 60 + 120 * np.exp(-(((xx - WIDTH / 2) / (WIDTH / 8)) ** 2)) + rng.normal(0, 15, (HEIGHT, WIDTH))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def film_bytes(seed: int = 0) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(buffer, format=fmt)
+    Image.fromarray(film_pixels(seed), mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -136,6 +140,19 @@ def test_layers_come_in_the_same_geometry_and_max_side_keeps_the_aspect(client):
     assert sizes == {(50, 64)}  # 70 × 90 scaled to a long side of 64
     assert payload["explanation"]["png_size"] == {"width": 50, "height": 64}
     assert decode_png(payload["film_png"]).mode == "L"
+
+
+def test_a_dicom_is_explained_on_the_film_the_server_decoded_like_its_png(client):
+    dicom_factory = pytest.importorskip("dicom_factory")
+    dicom = dicom_factory.dicom_bytes(film_pixels())
+    from_dicom = post(client, data=dicom, name="film.dcm", params={"layers": "true"}).json()
+    from_png = post(client, params={"layers": "true"}).json()
+    assert from_dicom["input"]["format"] == "DICOM"
+    assert from_dicom["probabilities"] == from_png["probabilities"]
+    film = np.asarray(decode_png(from_dicom["film_png"]))
+    assert film.shape == (HEIGHT, WIDTH)
+    np.testing.assert_array_equal(film, film_pixels())  # what the browser shows for a DICOM
+    np.testing.assert_array_equal(film, np.asarray(decode_png(from_png["film_png"])))
 
 
 def test_every_explain_request_is_audited_before_it_is_answered(client, tmp_path):
