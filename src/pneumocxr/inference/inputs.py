@@ -51,13 +51,24 @@ class LoadedInput:
             self._squares[key] = square_uint8(pixels, size, resize_mode)
         return self._squares[key]
 
+    def pixels(self) -> np.ndarray:
+        """(height, width) float32 in [0, 1]: the whole image at full resolution, as decoded for the
+        model (DICOM: after its modality LUT and window) — what an overlay is drawn on."""
+        if isinstance(self._content, np.ndarray):
+            return self._content
+        return read_image(self._content)
+
 
 def load_input(source: Any) -> LoadedInput:
     """A ``LoadedInput`` for a path, bytes, 2-D array or pydicom Dataset (see the module docstring).
 
     Raises UnsupportedImageError naming the input for anything that is not a readable image, and
     TypeError for a value of the wrong type (a caller's bug).
+    A ``LoadedInput`` is returned as it is (a caller that needs it, e.g. to explain the same input,
+    loads once and predicts on it).
     """
+    if isinstance(source, LoadedInput):
+        return source
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if _is_pydicom_dataset(source):

@@ -1,11 +1,12 @@
 """``create_app(settings)``: the FastAPI application behind ``pneumocxr serve``.
 
-Routes (OpenAPI at /docs and /openapi.json): ``POST /v1/predict``, ``GET /v1/model``, ``GET /healthz``
+Routes (OpenAPI at /docs and /openapi.json): ``POST /v1/predict``, ``POST /v1/explain``
+(``explain_route``), ``GET /v1/model``, ``GET /healthz``
 (live), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics`` (Prometheus). The shapes follow
 the Open Inference Protocol where it fits — live/ready probes, a model-metadata endpoint — and depart
 where a radiograph needs more: one image in (multipart or raw bytes, format sniffed from content),
 a typed clinical answer out (class probabilities, decision at the stored operating point, scope
-warnings, model sha256) rather than raw tensors.
+warnings, model sha256) rather than raw tensors. The web page at ``/`` (``page``) uses the same API.
 
 Every request that reaches the model is written to the audit log before its answer leaves; if that
 write fails, the request fails (503), so there are no unaudited answers.
@@ -14,10 +15,10 @@ write fails, the request fails (503), so there are no unaudited answers.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pneumocxr import __version__
 from pneumocxr.errors import PneumoCXRError
 from pneumocxr.inference import PredictorBase, load_predictor
-from pneumocxr.serving import errors
+from pneumocxr.serving import errors, explain_route, page
 from pneumocxr.serving.auth import key_checker
 from pneumocxr.serving.limits import Admission, BodyLimit
 from pneumocxr.serving.metrics import Metrics
@@ -41,6 +42,8 @@ from pneumocxr.store import Store, open_store
 from pneumocxr.store.audit import AuditEntry, AuditError, AuditLog
 
 logger = logging.getLogger(__name__)
+
+ModelWork = Callable[[bytes], tuple[Any, Any]]  # image bytes → (PredictionResult, route-specific extra)
 
 
 @dataclass
@@ -126,17 +129,16 @@ def create_app(
         _ready(state)
         return state.info
 
-    @app.post("/v1/predict", tags=["predict"])
-    async def predict(request: Request, key_id: str | None = Depends(require_key)) -> JSONResponse:
-        """One image (multipart field ``file``, or the raw body as image/jpeg, image/png or
-        application/dicom; the format is read from the content) → the prediction."""
+    async def answer(request: Request, key_id: str | None, route: str, work: ModelWork) -> tuple[dict, Any]:
+        """The shared path of every model route: read the image, run ``work(data)`` →
+        (PredictionResult, extra) in a model slot within the time-out, audit, then fail or return
+        (the prediction's JSON, extra)."""
         _ready(state)
         started = time.perf_counter()
         data = await read_image_body(request)
-        call = functools.partial(state.predictor.predict, data, refuse=settings.refuse)
-        result, failure = None, None
+        result, extra, failure = None, None, None
         try:
-            result = await asyncio.wait_for(admission.run(call), settings.timeout_s)
+            result, extra = await asyncio.wait_for(admission.run(work, data), settings.timeout_s)
         except PneumoCXRError as exc:
             failure = errors.from_library(exc)
         except asyncio.TimeoutError:
@@ -148,13 +150,26 @@ def create_app(
         latency_ms = 1000 * (time.perf_counter() - started)
         if result is not None:
             metrics.model_seconds.observe(result.timings_ms["total"] / 1000)
-        await _audit(state, _entry(request, key_id, "/v1/predict", data, result, failure, latency_ms))
+        await _audit(state, _entry(request, key_id, route, data, result, failure, latency_ms))
         if failure is not None:
             raise failure
         payload = {"request_id": request.state.request_id, **result.to_dict()}
         payload["research_use_only"] = True
+        return payload, extra
+
+    @app.post("/v1/predict", tags=["predict"])
+    async def predict(request: Request, key_id: str | None = Depends(require_key)) -> JSONResponse:
+        """One image (multipart field ``file``, or the raw body as image/jpeg, image/png or
+        application/dicom; the format is read from the content) → the prediction."""
+
+        def work(data: bytes):
+            return state.predictor.predict(data, refuse=settings.refuse), None
+
+        payload, _ = await answer(request, key_id, "/v1/predict", work)
         return JSONResponse(payload)
 
+    explain_route.register(app, state, require_key=require_key, answer=answer)
+    page.register(app)
     return app
 
 
