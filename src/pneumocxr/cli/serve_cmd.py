@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve a model over HTTP (API + web page), with API keys and an audit log",
-        description="Serve a checkpoint over a versioned HTTP API (OpenAPI at /docs) with a web page at /. "
+        description="Serve a checkpoint over a versioned HTTP API (OpenAPI schema at /openapi.json) with a web page at /. "
         "Secure by default: binds 127.0.0.1, requires API keys (`pneumocxr serve keys create NAME`), "
         "writes every prediction to an audit database before answering. Research use only.",
     )
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin),
     ).check()
     app = create_app(settings)
-    print(f"pneumocxr serve: http://{settings.host}:{settings.port}/ (API docs at /docs); Ctrl-C stops it")
+    print(f"pneumocxr serve: http://{settings.host}:{settings.port}/ (API schema at /openapi.json); Ctrl-C stops it")
     if settings.auth:
         print("API keys required: `pneumocxr serve keys create NAME` prints one")
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info")

@@ -186,11 +186,21 @@ class PacsWorker:
 
 
 def core_analyzer(predictor, refuse=None) -> Analyze:
-    """Score with the prediction core; the heat map from Grad-CAM when the predictor can explain."""
+    """Score with the prediction core and map the decided class with Grad-CAM (the same explainer
+    as ``POST /v1/explain``); a predictor that cannot explain (ONNX Runtime) sends the SC without a map."""
+    from pneumocxr.explain.prediction_map import ExplainUnavailable, PredictionExplainer
     from pneumocxr.imaging import read_image
 
+    try:
+        explainer = PredictionExplainer(predictor)
+    except ExplainUnavailable as exc:
+        logger.warning("no heat maps in the Secondary Capture: %s", exc)
+        explainer = None
+
     def analyze(dataset: Dataset) -> Analysis:
-        result = predictor.predict(dataset, refuse=refuse)
-        return Analysis(result, read_image(dataset), None)
+        if explainer is None:
+            return Analysis(predictor.predict(dataset, refuse=refuse), read_image(dataset), None)
+        result, cam = explainer.run(dataset, refuse=refuse)
+        return Analysis(result, cam.image, cam.aligned)
 
     return analyze

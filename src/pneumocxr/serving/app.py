@@ -1,6 +1,6 @@
 """``create_app(settings)``: the FastAPI application behind ``pneumocxr serve``.
 
-Routes (OpenAPI at /docs and /openapi.json): ``POST /v1/predict``, ``POST /v1/explain``
+Routes (OpenAPI schema at /openapi.json): ``POST /v1/predict``, ``POST /v1/explain``
 (``explain_route``), ``GET /v1/model``, ``GET /healthz``
 (live), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics`` (Prometheus). The shapes follow
 the Open Inference Protocol where it fits — live/ready probes, a model-metadata endpoint — and depart
@@ -76,6 +76,10 @@ def create_app(
         version=__version__,
         description="Chest X-ray pneumonia classifier. Research use only, not a medical device.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN, which an offline hospital network cannot
+        # reach: the schema is served (/openapi.json) for any local OpenAPI viewer instead.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = state
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
