@@ -36,6 +36,7 @@ from pneumocxr.serving.auth import key_checker
 from pneumocxr.serving.limits import Admission, BodyLimit
 from pneumocxr.serving.metrics import Metrics
 from pneumocxr.serving.model_info import model_info
+from pneumocxr.serving.referral import Referral
 from pneumocxr.serving.settings import ServeSettings
 from pneumocxr.serving.uploads import read_image_body
 from pneumocxr.store import Store, open_store
@@ -53,6 +54,7 @@ class ServiceState:
     store: Store | None = None
     audit: AuditLog | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    referral: Referral | None = None
     ready: bool = False
 
 
@@ -158,6 +160,7 @@ def create_app(
         if failure is not None:
             raise failure
         payload = {"request_id": request.state.request_id, **result.to_dict()}
+        payload["uncertain_refer"] = state.referral.assess(result)
         payload["research_use_only"] = True
         return payload, extra
 
@@ -193,6 +196,7 @@ def _start(state: ServiceState) -> None:
     for _ in range(2):
         state.predictor.predict(warm, refuse=())
     state.info = model_info(state.predictor, settings)
+    state.referral = Referral(state.predictor)
     state.ready = True
     logger.info(
         "serving %s (%s) on %s:%d",
