@@ -267,7 +267,7 @@ def build_sidecar(
         "preprocess": to_dict(meta.preprocess),
         "class_names": list(meta.class_names),
         "task": meta.task,
-        "threshold": meta.threshold if binary else None,
+        "threshold": meta.threshold,  # as the checkpoint stores it (a k-class model decides by argmax)
         "threshold_rule": threshold_rule_of(meta),
         "threshold_applies_to": "sigmoid(logit / temperature)" if binary else "none (argmax)",
         "temperature": meta.temperature,
