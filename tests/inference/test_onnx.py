@@ -277,3 +277,20 @@ def test_importing_the_core_does_not_load_onnxruntime():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_evaluate_cli_scores_the_onnx_model_like_the_checkpoint(binary, tmp_path):
+    from tests.conftest import make_kermany_tree
+
+    ckpt, out, _ = binary
+    tree = make_kermany_tree(tmp_path / "cx", splits=("test",), patients_per_class=2)
+    common = ["evaluate", "--data", str(tree), "--n-boot", "20", "--device", "cpu"]
+    assert main([*common, "--checkpoint", str(ckpt), "--out", str(tmp_path / "t")]) == 0
+    assert main([*common, "--checkpoint", str(out), "--out", str(tmp_path / "o"), "--runtime", "onnx"]) == 0
+    rows = [list(csv.DictReader((tmp_path / d / "predictions.csv").open())) for d in ("t", "o")]
+    assert len(rows[0]) == len(rows[1]) == 8
+    for a, b in zip(*rows):
+        assert a["path"] == b["path"] and a["prediction"] == b["prediction"]
+        assert abs(float(a["calibrated_probability"]) - float(b["calibrated_probability"])) <= TOLERANCE
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["checkpoint_sha256"] == file_sha256(out) and metrics["inference"]["runtime"] == "onnx"
