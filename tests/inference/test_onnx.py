@@ -62,7 +62,7 @@ def spread_checkpoint(path, *, task="binary", threshold=0.5, temperature=1.3, se
         task=task,
         threshold=threshold,
         temperature=temperature,
-        extra={"operating_point": {"threshold_rule": "youden"}},
+        extra={"operating_point": {"threshold_rule": "youden"}, "split": {"val_patients": ["101", "102"]}},
     )
 
 
@@ -294,3 +294,10 @@ def test_evaluate_cli_scores_the_onnx_model_like_the_checkpoint(binary, tmp_path
         assert abs(float(a["calibrated_probability"]) - float(b["calibrated_probability"])) <= TOLERANCE
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["checkpoint_sha256"] == file_sha256(out) and metrics["inference"]["runtime"] == "onnx"
+
+
+def test_the_validation_split_an_onnx_model_records_is_its_checkpoints(binary):
+    from pneumocxr.workflows.validation import recorded_split
+
+    ckpt, out, _ = binary
+    assert recorded_split(out) == recorded_split(ckpt) == {"val_patients": ["101", "102"]}
