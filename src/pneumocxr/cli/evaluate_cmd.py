@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pneumocxr.cli.common_args import add_device_options
+from pneumocxr.cli.common_args import add_device_options, add_runtime_options
 from pneumocxr.cli.stress_args import add_stress_options, check_stress_options, run_stress_step
 
 
@@ -80,10 +80,18 @@ def add_operating_point_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_predictor(checkpoint: Path, args: argparse.Namespace):
-    """The checkpoint as ``Predictor``, with --tta and (where the command has it) --mc-dropout."""
+    """The checkpoint as ``Predictor``, with --tta and (where the command has them) --mc-dropout,
+    --runtime and --threads."""
     from pneumocxr.inference import load_predictor
 
-    predictor = load_predictor(checkpoint, device=args.device, batch_size=args.batch_size, tta=args.tta)
+    predictor = load_predictor(
+        checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        runtime=getattr(args, "runtime", "auto"),
+        threads=getattr(args, "threads", None),
+    )
     if getattr(args, "mc_dropout", 0):
         from pneumocxr.inference.mc_dropout import with_mc_dropout
 
@@ -115,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint", type=Path, required=True, help="best.pt of a run (or its run folder), or an ensemble"
     )
     add_common_options(parser)
+    add_runtime_options(parser)
     add_mc_dropout_options(parser)
     add_operating_point_options(parser)
     add_stress_options(parser)

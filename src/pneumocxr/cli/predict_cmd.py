@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pneumocxr.cli.common_args import add_device_options
+from pneumocxr.cli.common_args import add_device_options, add_runtime_options
 from pneumocxr.cli.evaluate_cmd import add_mc_dropout_options, add_tta_option, inference_line, load_predictor
 
 
@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "CSV (rows in input order) and JSON.",
     )
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="best.pt of a run (or its run folder), or an ensemble"
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="best.pt of a run (or its run folder), an ensemble, or an exported .onnx model",
     )
     parser.add_argument(
         "inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="PNG, JPEG, DICOM or folders"
@@ -40,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
     add_device_options(parser)
+    add_runtime_options(parser)
     add_tta_option(parser)
     add_mc_dropout_options(parser)
     parser.set_defaults(handler=run)

@@ -6,9 +6,10 @@ a test asserts it): a service process loads this and nothing of training or eval
 Evaluation, comparison and the other workflows live one layer up in ``pneumocxr.workflows``.
 """
 
+from pneumocxr.inference.backends import resolve_device
 from pneumocxr.inference.loading import load_predictor
 from pneumocxr.inference.predictions import Prediction, PredictionBatch
-from pneumocxr.inference.predictor import Predictor, PredictorBase, resolve_device
+from pneumocxr.inference.predictor import Predictor, PredictorBase
 from pneumocxr.inference.result import InputSummary, ModelIdentity, PredictionResult
 from pneumocxr.inference.scope import InputWarning, ScopePolicy
 

@@ -189,12 +189,16 @@ class EnsemblePredictor(PredictorBase):
         device: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         tta: bool | None = None,
+        bf16: bool = False,
     ) -> EnsemblePredictor:
-        """Load an ensemble file; ``tta=None`` uses what the file was created with."""
+        """Load an ensemble file; ``tta=None`` uses what the file was created with; ``bf16``: every
+        member under bf16 autocast (``backends.TorchBackend``)."""
         members, meta = load_ensemble(path)
         use_tta = bool(meta.extra.get("tta", False)) if tta is None else bool(tta)
         predictors = [
-            Predictor(TTAModel(model) if use_tta else model, m, device=device, batch_size=batch_size)
+            Predictor(
+                TTAModel(model) if use_tta else model, m, device=device, batch_size=batch_size, bf16=bf16
+            )
             for model, m in members
         ]
         logger.info(

@@ -84,6 +84,7 @@ class _Pass(Predictor):
             device=str(base.device),
             batch_size=base.batch_size,
             channels_last=base.channels_last,
+            bf16=getattr(base.backend, "bf16", False),
         )
         self.index, self.seed, self.layers, self.lock = index, seed, layers, lock
 
@@ -105,6 +106,11 @@ class MCDropoutPredictor(EnsemblePredictor):
             raise ConfigError(
                 f"--mc-dropout with the ensemble file {base.meta.path}: an ensemble already reports its "
                 "members' spread; use MC-dropout with a single checkpoint"
+            )
+        if base.model is None:
+            raise ConfigError(
+                f"--mc-dropout with {base.meta.path}: it runs on {base.runtime}, without the torch module "
+                "whose Dropout layers the passes switch on; use the source checkpoint (--runtime torch)"
             )
         layers = dropout_layers(base.model)
         if not layers:

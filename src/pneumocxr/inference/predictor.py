@@ -7,7 +7,9 @@ user sees comes from the same code path:
    (S, S) uint8 at the checkpoint's ``Preprocess`` — the function the training cache uses;
 2. ``models.to_model_input`` (the function training uses): float, channels, mean/std from the
    checkpoint's ``Preprocess``;
-3. the model in eval mode under ``torch.inference_mode``, in batches → one logit z per image;
+3. the model in eval mode under ``torch.inference_mode``, in batches → one logit z per image
+   (the runtime is a ``backends.LogitsBackend``: the torch module, or an exported ONNX graph on
+   ONNX Runtime — ``onnx_runtime`` — which does step 2 inside the graph);
 4. ``probability = sigmoid(z)``; ``calibrated_probability = sigmoid(z / T)`` with the checkpoint's
    temperature T (1.0 when none was fitted);
 5. ``prediction = calibrated_probability >= threshold`` with the checkpoint's threshold.
@@ -45,44 +47,18 @@ from pneumocxr.config import Preprocess, to_dict
 from pneumocxr.data.cache import PreprocessedCache, decode_record
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
+from pneumocxr.inference.backends import LogitsBackend, TorchBackend, resolve_device
 from pneumocxr.inference.inputs import LoadedInput, dicom_facts, load_input
 from pneumocxr.inference.predictions import Prediction, PredictionBatch
 from pneumocxr.inference.result import InputSummary, ModelIdentity, PredictionResult
 from pneumocxr.inference.scope import ScopePolicy, check_scope
 from pneumocxr.labels import SUBLABEL_UNKNOWN
-from pneumocxr.models import (
-    CheckpointMeta,
-    PneumoModel,
-    count_parameters,
-    to_model_input,
-)
+from pneumocxr.models import CheckpointMeta, PneumoModel
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
 CPU_SPEED_BATCH = 16  # throughput batch on CPU: a 64-image VGG16 batch takes most of a minute there
-
-
-def resolve_device(requested: str = "auto") -> torch.device:
-    """ "auto" = cuda > mps > cpu; an explicit device that is not present is a ConfigError."""
-    name = str(requested).strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device={requested!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={requested!r} but no CUDA device is visible; use auto or cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={requested!r} but MPS is not available; use auto or cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={requested!r}; use auto, cpu, cuda, cuda:N or mps")
-    return device
 
 
 class PredictorBase:
@@ -118,29 +94,30 @@ class PredictorBase:
 
     @functools.cached_property
     def identity(self) -> ModelIdentity:
-        """The model's name, task and the sha256 of its file (hashed once, on first use)."""
+        """The model's name, task, runtime and the sha256 of the file it runs (hashed once, on first
+        use; an ONNX model: of the .onnx file, plus the checkpoint it was exported from)."""
         path = Path(self.meta.path) if self.meta.path else None
-        digest = file_sha256(path) if path is not None and path.is_file() else None
+        runtime, digest, source = self._runtime_identity()
+        if digest is None and path is not None and path.is_file():
+            digest = file_sha256(path)
         return ModelIdentity(
             name=self.meta.model_name,
             sha256=digest,
             path=str(path) if path else None,
             task=self.meta.task,
             variant=self.variant,
+            runtime=runtime,
+            source_sha256=source,
         )
+
+    def _runtime_identity(self) -> tuple[str, str | None, str | None]:
+        """(runtime, sha256 of the loaded file if already known, source checkpoint's sha256)."""
+        return "torch", None, None
 
     @property
     def threshold_rule(self) -> str:
         """How the stored threshold was chosen ("argmax" for a k-class model)."""
-        if self.num_classes > 2:
-            return "argmax"
-        operating = self.meta.extra.get("operating_point") or {}
-        return str(
-            operating.get("threshold_rule")
-            or operating.get("method")
-            or self.meta.extra.get("threshold_rule")
-            or "stored"
-        )
+        return threshold_rule_of(self.meta)
 
     def describe(self) -> dict[str, Any]:
         """Plain facts about the loaded model, for reports and the API's /model endpoint."""
@@ -231,35 +208,54 @@ class PredictorBase:
 
 class Predictor(PredictorBase):
     """A loaded checkpoint on one device. Takes ownership of ``model`` (moved to the device, eval
-    mode). Holds no per-call state, so calls may come from worker threads (the API runs them off its
-    event loop)."""
+    mode), or runs a ready ``LogitsBackend`` (an ONNX model: ``onnx_runtime.load_onnx_predictor``;
+    ``device``, ``channels_last`` and ``bf16`` are then the backend's). Holds no per-call state, so
+    calls may come from worker threads (the API runs them off its event loop)."""
 
     def __init__(
         self,
-        model: PneumoModel,
+        model: PneumoModel | LogitsBackend,
         meta: CheckpointMeta,
         *,
         device: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         channels_last: bool = True,
+        bf16: bool = False,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r}; use a positive whole number (e.g. 64)")
         if len(meta.class_names) < 2:
             raise CheckpointError(f"{meta.path}: has classes {list(meta.class_names)}; need at least two")
         self.meta = meta
-        self.device = resolve_device(device)
         self.batch_size = batch_size
-        # NHWC, as training uses: ~15-25 % faster convolutions on CPU (measured, VGG16 at 224 px) and
-        # on tensor-core GPUs. Not on MPS, where support is patchy.
-        self.channels_last = channels_last and self.device.type in ("cpu", "cuda")
-        model = model.to(self.device).eval()
-        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        if isinstance(model, torch.nn.Module):
+            model = TorchBackend(
+                model, meta.preprocess, resolve_device(device), channels_last=channels_last, bf16=bf16
+            )
+        self.backend: LogitsBackend = model
+        self.device = model.device
+        self.channels_last = model.channels_last
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The torch module (None for a backend that runs no torch module, e.g. ONNX Runtime)."""
+        return self.backend.model
+
+    @property
+    def runtime(self) -> str:
+        """ "torch" or "onnx"."""
+        return self.backend.runtime
 
     @property
     def num_parameters(self) -> tuple[int, int]:
         """(total, trainable) as saved (trainable = not frozen at save time)."""
-        return count_parameters(self.model)
+        return self.backend.num_parameters()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.backend.describe()}
+
+    def _runtime_identity(self) -> tuple[str, str | None, str | None]:
+        return self.backend.runtime, self.backend.file_sha256, self.backend.source_sha256
 
     # ---- prediction ------------------------------------------------------------------------
 
@@ -331,18 +327,27 @@ class Predictor(PredictorBase):
         k = self.num_classes
         out = np.empty(len(pixels) if k == 2 else (len(pixels), k), dtype=np.float32)
         done = 0
-        with torch.inference_mode():
-            for chunk in self._chunks(pixels):
-                batch = torch.from_numpy(chunk).to(self.device)  # (B, S, S) uint8
-                x = to_model_input(batch, self.preprocess, channels_last=self.channels_last)  # (B, C, S, S)
-                z = self.model(x)  # (B, 1): the PNEUMONIA logit; (B, k) for k classes
-                z = z.float().reshape(-1) if k == 2 else z.float()
-                out[done : done + len(chunk)] = z.cpu().numpy()
-                done += len(chunk)
+        for chunk in self._chunks(pixels):
+            z = self.backend.logits(chunk)  # (B, 1): the PNEUMONIA logit; (B, k) for k classes
+            out[done : done + len(chunk)] = z.reshape(-1) if k == 2 else z
+            done += len(chunk)
         return out
 
     def _batch(self, logits: np.ndarray) -> PredictionBatch:
         return PredictionBatch.from_logits(logits, self.temperature, self.threshold, self.class_names)
+
+
+def threshold_rule_of(meta: CheckpointMeta) -> str:
+    """How a checkpoint's stored threshold was chosen ("argmax" for a k-class model)."""
+    if len(meta.class_names) > 2:
+        return "argmax"
+    operating = meta.extra.get("operating_point") or {}
+    return str(
+        operating.get("threshold_rule")
+        or operating.get("method")
+        or meta.extra.get("threshold_rule")
+        or "stored"
+    )
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -20,10 +20,12 @@ class ModelIdentity:
     """Which model answered: enough to find the exact file again."""
 
     name: str  # registry name (or "ensemble")
-    sha256: str | None  # of the checkpoint / ensemble file (None for a model never saved)
+    sha256: str | None  # of the file that was loaded: checkpoint, ensemble or .onnx (None: never saved)
     path: str | None
     task: str
     variant: str = ""  # "", "tta", "mc_dropout=20" … : how the checkpoint was run
+    runtime: str = "torch"  # "torch", or "onnx" (ONNX Runtime running an exported graph)
+    source_sha256: str | None = None  # runtime "onnx": sha256 of the checkpoint it was exported from
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +34,8 @@ class ModelIdentity:
             "path": self.path,
             "task": self.task,
             "variant": self.variant,
+            "runtime": self.runtime,
+            "source_sha256": self.source_sha256,
         }
 
 

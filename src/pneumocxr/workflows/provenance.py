@@ -140,6 +140,7 @@ def inference_settings(predictor: object) -> dict[str, object]:
         "mc_dropout_passes": passes,
         "mc_dropout_seed": getattr(predictor, "mc_seed", None) if passes else None,
         "threshold_chosen_with_these_settings": tta == stored_tta and not passes,
+        "runtime": str(getattr(predictor, "runtime", "torch")),  # "onnx": an exported graph on ONNX Runtime
     }
     return settings
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from pneumocxr.data.discovery import Dataset, discover
 from pneumocxr.errors import CheckpointError, DatasetError
+from pneumocxr.inference.onnx_runtime import is_onnx_file, read_sidecar
 from pneumocxr.labels import PNEUMONIA
 from pneumocxr.models.ensemble_file import read_file
 from pneumocxr.workflows.provenance import CARVED_VALIDATION_SPLIT, HELDOUT_VALIDATION_SPLIT
@@ -82,7 +83,12 @@ def held_out_validation(split_info: Mapping[str, Any], data_root: str | os.PathL
 
 
 def recorded_split(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
-    """``extra["split"]`` of a checkpoint or ensemble file (read as data; tensors memory-mapped)."""
+    """``extra["split"]`` of a checkpoint or ensemble file (read as data; tensors memory-mapped), or
+    of the checkpoint an ONNX model was exported from (its sidecar carries the record)."""
+    if is_onnx_file(checkpoint):
+        record = read_sidecar(checkpoint).get("checkpoint_record") or {}
+        split = (record.get("extra") or {}).get("split")
+        return dict(split) if isinstance(split, Mapping) else None
     split = (read_file(checkpoint, mmap=True).get("extra") or {}).get("split")
     return dict(split) if isinstance(split, Mapping) else None
 
