@@ -12,9 +12,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve a model over HTTP (API + web page), with API keys and an audit log",
-        description="Serve a checkpoint over a versioned HTTP API (OpenAPI schema at /openapi.json) with a web page at /. "
-        "Secure by default: binds 127.0.0.1, requires API keys (`pneumocxr serve keys create NAME`), "
-        "writes every prediction to an audit database before answering. Research use only.",
+        description="Serve a checkpoint over a versioned HTTP API (OpenAPI schema at /openapi.json) with a "
+        "web page at /, on ONNX Runtime (a checkpoint is exported once). Secure by default: binds "
+        "127.0.0.1, requires API keys (`pneumocxr serve keys create NAME`), writes every prediction to an "
+        "audit database before answering. Research use only.",
     )
     parser.add_argument("--model", type=Path, help="checkpoint, run folder or ensemble file to serve")
     parser.add_argument(
@@ -31,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait; more get 503")
     parser.add_argument("--threads", type=int, help="CPU threads per model call (default: cores / workers)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--runtime",
+        choices=("onnx", "torch"),
+        default="onnx",
+        help="onnx (default: ONNX Runtime; a checkpoint is exported once, beside the database) or torch",
+    )
     parser.add_argument(
         "--card", type=Path, help="model card (Markdown) to show; default: built from the checkpoint"
     )
@@ -66,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_queue=args.max_queue,
         device=args.device,
+        runtime=args.runtime,
         threads=args.threads,
         card=args.card,
         cors_origins=tuple(args.cors_origin),
     ).check()
     app = create_app(settings)
-    print(f"pneumocxr serve: http://{settings.host}:{settings.port}/ (API schema at /openapi.json); Ctrl-C stops it")
+    where = f"http://{settings.host}:{settings.port}/"
+    print(f"pneumocxr serve: {where} (API schema at {where}openapi.json); Ctrl-C stops it")
     if settings.auth:
         print("API keys required: `pneumocxr serve keys create NAME` prints one")
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info")

@@ -30,12 +30,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pneumocxr import __version__
 from pneumocxr.errors import PneumoCXRError
-from pneumocxr.inference import PredictorBase, load_predictor
+from pneumocxr.inference import PredictorBase
 from pneumocxr.serving import errors, explain_route, page
 from pneumocxr.serving.auth import key_checker
 from pneumocxr.serving.limits import Admission, BodyLimit
 from pneumocxr.serving.metrics import Metrics
 from pneumocxr.serving.model_info import model_info
+from pneumocxr.serving.model_loading import load_for_serving
 from pneumocxr.serving.referral import Referral
 from pneumocxr.serving.settings import ServeSettings
 from pneumocxr.serving.uploads import read_image_body
@@ -55,6 +56,7 @@ class ServiceState:
     audit: AuditLog | None = None
     info: dict[str, Any] = field(default_factory=dict)
     referral: Referral | None = None
+    explain_predictor: Any = None  # () -> the torch predictor /v1/explain maps with
     ready: bool = False
 
 
@@ -183,13 +185,15 @@ def create_app(
 def _start(state: ServiceState) -> None:
     """Load the model and the database, warm the model up (first-call costs not paid by a user)."""
     settings = state.settings
+    if state.store is None:
+        state.store = open_store(settings.db)
     if state.predictor is None:
         import torch
 
         torch.set_num_threads(settings.cpu_threads())
-        state.predictor = load_predictor(settings.model, device=settings.device)
-    if state.store is None:
-        state.store = open_store(settings.db)
+        state.predictor, state.explain_predictor = load_for_serving(settings, settings.models_dir())
+    elif state.explain_predictor is None:
+        state.explain_predictor = lambda: state.predictor
     state.audit = AuditLog(state.store)
     size = state.predictor.preprocess.image_size
     warm = np.zeros((2 * size, 2 * size), dtype=np.uint8)

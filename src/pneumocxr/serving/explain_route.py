@@ -40,7 +40,7 @@ def register(app: FastAPI, state: Any, *, require_key: Callable, answer: Callabl
         """The predictor's explainer, built on first use (501 if it cannot explain)."""
         if "explainer" not in held:
             try:
-                held["explainer"] = PredictionExplainer(state.predictor)
+                held["explainer"] = PredictionExplainer(state.explain_predictor())
             except ExplainUnavailable as exc:
                 held["explainer"] = exc
         found = held["explainer"]

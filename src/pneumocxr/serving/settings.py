@@ -34,10 +34,11 @@ class ServeSettings:
     max_queue: int = 16  # requests waiting for a model slot; one more gets 503 + Retry-After
     device: str = "cpu"
     threads: int | None = None  # CPU threads per model call; None = the cores this process may use
-    runtime: str = "torch"  # torch | onnx (where an ONNX backend is available)
+    runtime: str = "onnx"  # onnx (ONNX Runtime; a checkpoint is exported once) | torch
     refuse: tuple[str, ...] | None = None  # scope checks that refuse (None = the core's default policy)
     cors_origins: tuple[str, ...] = ()  # CORS off unless origins are named
     card: Path | None = None  # a model card (Markdown) to show; None = built from the checkpoint
+    model_cache: Path | None = None  # where a checkpoint's ONNX export is kept; None = beside the SQLite db
     extra: dict = field(default_factory=dict)
 
     def check(self) -> ServeSettings:
@@ -60,6 +61,18 @@ class ServeSettings:
                 f"--model {self.model}: no such file or folder; train one (make run) or pass its path"
             )
         return self
+
+    def models_dir(self) -> Path:
+        """The ONNX export cache: ``model_cache``, else a ``models`` folder beside a SQLite database
+        (so a test's temporary database keeps its exports too), else output/serve/models."""
+        if self.model_cache is not None:
+            return Path(self.model_cache)
+        db = str(self.db or "")
+        if db and "://" not in db:
+            return Path(db).expanduser().parent / "models"
+        if db.startswith("sqlite:///"):
+            return Path(db[len("sqlite:///") :]).parent / "models"
+        return Path("output/serve/models")
 
     def cpu_threads(self) -> int:
         if self.threads:
