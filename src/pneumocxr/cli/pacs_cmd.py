@@ -1,4 +1,5 @@
-"""``pneumocxr pacs watch|listen|jobs``: the DICOMweb worker, the C-STORE listener and the job list."""
+"""``pneumocxr pacs watch|listen|jobs|export``: the DICOMweb worker, the C-STORE listener, the job list
+and the de-identified site-validation export."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch.add_argument("--device", default="cpu")
     watch.set_defaults(handler=run_watch)
     _register_listen(actions)
+    _register_export(actions)
     jobs = actions.add_parser("jobs", help="list the jobs (failed and skipped ones with their reasons)")
     jobs.add_argument("--db", help="jobs database (default output/serve/audit.db)")
     jobs.add_argument("--status", choices=("pending", "running", "done", "skipped", "failed"))
@@ -205,3 +207,76 @@ def run_listen(args: argparse.Namespace) -> int:
     )
     return 0
 
+
+def _register_export(actions: argparse._SubParsersAction) -> None:
+    export = actions.add_parser(
+        "export",
+        help="labelled studies → de-identified site_data/ for `pneumocxr evaluate` (site validation)",
+        description="Before switching the watcher on: pull the labelled studies' frontal CR/DX chest films "
+        "by DICOMweb, de-identify them (dicognito, keyed, plus an attribute allow-list) and write "
+        "OUT/images/*.dcm with OUT/manifest.csv (path,label,patient_id,split), which "
+        "`pneumocxr evaluate --data OUT` reads. patient_id is a keyed pseudonym, never the real id.",
+    )
+    export.add_argument(
+        "--dicomweb", required=True, help="DICOMweb root, e.g. http://user:pass@pacs:8042/dicom-web"
+    )
+    export.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="KEYWORD=VALUE",
+        help="QIDO-RS study filter, repeatable (e.g. StudyDate=20240101- ModalitiesInStudy=CR)",
+    )
+    export.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="CSV: StudyInstanceUID or AccessionNumber, label (NORMAL/PNEUMONIA)[, patient_key][, split]",
+    )
+    export.add_argument("--out", type=Path, required=True, help="output folder (site_data/)")
+    privacy = export.add_mutually_exclusive_group(required=True)
+    privacy.add_argument("--deidentify", action="store_true", help="de-identify every film (recommended)")
+    privacy.add_argument(
+        "--keep-identifiers",
+        action="store_true",
+        help="write the films as they are (identifiable: for use inside the hospital only)",
+    )
+    export.add_argument(
+        "--key-file",
+        type=Path,
+        default=Path("output/pacs/export.key"),
+        help="pseudonym secret, created on first use (default output/pacs/export.key); keep it, never "
+        "ship it with the export",
+    )
+    export.add_argument("--include-lateral", action="store_true", help="export lateral views too")
+    export.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pneumocxr.pacs.dicomweb import DicomWebPacs
+    from pneumocxr.pacs.export import (
+        ExportOptions,
+        export_site_data,
+        load_or_create_key,
+        parse_query,
+        read_labels,
+    )
+
+    options = ExportOptions(
+        query=parse_query(args.query),
+        key=load_or_create_key(args.key_file, args.out),
+        deidentify=args.deidentify,
+        include_lateral=args.include_lateral,
+    )
+    labels = read_labels(args.labels)
+    summary = export_site_data(DicomWebPacs(args.dicomweb), labels, args.out, options)
+    films = ", ".join(f"{n} {label}" for label, n in sorted(summary.exported.items())) or "no films"
+    print(f"exported {films} from {summary.studies} labelled studies → {summary.manifest}")
+    for reason, n in summary.skipped.most_common():
+        print(f"  skipped {n}: {reason}")
+    if summary.labelled_not_found:
+        print(f"  {summary.labelled_not_found} labelled study(ies) not returned by the query")
+    if not args.deidentify:
+        print("  NOT de-identified: keep these files inside the hospital")
+    print(f"next: pneumocxr evaluate --checkpoint MODEL --data {args.out} --out REPORT_DIR")
+    return 0
