@@ -318,3 +318,19 @@ def test_send_to_is_parsed_and_checked():
     for bad in ("ORTHANC", "ORTHANC@host", "@host:1", "A_VERY_LONG_AE_TITLE_X@h:1", "X@h:70000"):
         with pytest.raises(Exception, match="--send-to"):
             parse_destination(bad)
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "own"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.88.34", True),  # Comprehensive 3D SR
+        ("1.2.840.10008.5.1.4.1.1.7", True),  # Secondary Capture
+        ("1.2.840.10008.5.1.4.1.1.7.4", True),  # multi-frame true-colour SC
+        ("1.2.840.10008.5.1.4.1.1.77.1.4", False),  # VL photograph: shares the prefix, not a result
+        ("1.2.840.10008.5.1.4.1.1.1", False),  # CR
+    ],
+)
+def test_only_results_are_taken_for_our_own_output(sop_class, own):
+    from pneumocxr.pacs.selection import is_own_output
+
+    assert is_own_output(sop_class) is own
