@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
+from dicom_factory import compress
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
 from pynetdicom import AE
 from tests.inference.conftest import write_checkpoint
 from tests.pacs.conftest import OrthancServer, film_dataset, free_port, require_orthanc
@@ -166,16 +167,17 @@ def test_films_in_by_cstore_results_back_by_cstore_in_the_same_study_once(
     send = CStoreSender(Destination("ORTHANC", "127.0.0.1", orthanc.dicom_port), AET)
     child = film_dataset(films[0], modality="CR")
     adult = film_dataset(films[1], modality="DX", bits=12, monochrome1=True, age="045Y")
+    jpeg = compress(film_dataset(films[2][::2, ::2].copy(), modality="CR"), JPEGBaseline8Bit)
     with Running(tmp_path, listener_port, send) as running:
-        # two films and one of them again: answered Success, two jobs (durable before the answer)
-        assert c_store(listener_port, [child, adult, child]) == [0, 0, 0]
+        # three films (one JPEG baseline) and one again: answered Success, three jobs, durable first
+        assert c_store(listener_port, [child, adult, jpeg, child]) == [0, 0, 0, 0]
         assert sorted(r["sop_instance_uid"] for r in running.queue.rows()) == sorted(
-            [child.SOPInstanceUID, adult.SOPInstanceUID]
+            [child.SOPInstanceUID, adult.SOPInstanceUID, jpeg.SOPInstanceUID]
         )
         assert {r["source"] for r in running.queue.rows()} == {"cstore"}
-        rows = wait_for(lambda: running.settled(2), 60, "both jobs done")
+        rows = wait_for(lambda: running.settled(3), 90, "the three jobs done")
         by_sop = {r["sop_instance_uid"]: r for r in rows}
-        for source in (child, adult):
+        for source in (child, adult, jpeg):
             row = by_sop[source.SOPInstanceUID]
             assert row["status"] == "done", row["reason"]
             assert row["probability"] == pytest.approx(
@@ -205,13 +207,13 @@ def test_films_in_by_cstore_results_back_by_cstore_in_the_same_study_once(
             orthanc_dataset(orthanc, o["id"]) for o in study_instances(orthanc, child.StudyInstanceUID)
         ]
         assert c_store(listener_port, results) == [0, 0]
-        assert running.listener.counts.ignored == 2 and len(running.queue.rows()) == 2
+        assert running.listener.counts.ignored == 2 and len(running.queue.rows()) == 3
 
         # the PACS routes a film to us itself (Orthanc knows our AE): a job, results in its study
-        third = film_dataset(films[2], modality="CR")
+        third = film_dataset(films[0], modality="CR")
         orthanc_id = orthanc.post("/instances", data=dicom_bytes(third))["ID"]
         orthanc.post(f"/modalities/{AET}/store", json={"Resources": [orthanc_id], "Synchronous": True})
-        rows = wait_for(lambda: running.settled(3), 60, "the routed film's job done")
+        rows = wait_for(lambda: running.settled(4), 60, "the routed film's job done")
         assert {r["status"] for r in rows} == {"done"}
         classes = sorted(i["class"] for i in study_instances(orthanc, third.StudyInstanceUID))
         assert (
@@ -219,7 +221,7 @@ def test_films_in_by_cstore_results_back_by_cstore_in_the_same_study_once(
         )
         # and sending it again (Orthanc's "store again" button) adds nothing
         orthanc.post(f"/modalities/{AET}/store", json={"Resources": [orthanc_id], "Synchronous": True})
-        assert len(running.queue.rows()) == 3
+        assert len(running.queue.rows()) == 4
         assert len(study_instances(orthanc, third.StudyInstanceUID)) == 3
     assert running.listener.counts.refused == 0
 
