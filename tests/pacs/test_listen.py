@@ -336,3 +336,20 @@ def test_only_results_are_taken_for_our_own_output(sop_class, own):
     from pneumocxr.pacs.selection import is_own_output
 
     assert is_own_output(sop_class) is own
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--send", "cstore"], "--send-to"),
+        (["--send", "cstore", "--send-to", "ORTHANC@host"], "AET@host:port"),
+        (["--send", "stow"], "--dicomweb"),
+        (["--send", "stow", "--dicomweb", "http://x", "--ae-title", "A\\B"], "--ae-title"),
+    ],
+)
+def test_listen_names_a_missing_or_bad_destination_in_one_line(args, named, tmp_path, capsys):
+    from pneumocxr.cli.main import main
+
+    assert main(["pacs", "listen", "--model", str(tmp_path / "none.pt"), *args]) == 2
+    error = capsys.readouterr().err
+    assert named in error and "Traceback" not in error

@@ -162,6 +162,7 @@ def run_listen(args: argparse.Namespace) -> int:
     import threading
 
     from pneumocxr.inference import load_predictor
+    from pneumocxr.pacs.dimse import check_ae_title
     from pneumocxr.pacs.jobs import JobQueue
     from pneumocxr.pacs.listener import SOURCE, ListenerConfig, StorageListener, serve
     from pneumocxr.pacs.spool import Spool, SpoolRetriever
@@ -171,7 +172,7 @@ def run_listen(args: argparse.Namespace) -> int:
 
     send, sending = _sender(args)
     config = ListenerConfig(
-        ae_title=args.ae_title,
+        ae_title=check_ae_title(args.ae_title),
         host=args.host,
         port=args.port,
         allowed_calling_ae_titles=tuple(args.allow_calling_aet),

@@ -105,6 +105,11 @@ class StorageListener:
             ) from None
         self._ae = ae
         logger.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.port)
+        if self.config.host not in ("127.0.0.1", "::1", "localhost") and not ae.require_calling_aet:
+            logger.warning(
+                "listening beyond loopback and accepting any calling AE title: DIMSE has no "
+                "authentication; restrict senders with --allow-calling-aet and a firewall"
+            )
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting associations, let those in progress finish (up to ``grace_s``), then close."""
