@@ -29,7 +29,10 @@ def free_port() -> int:
 
 
 class OrthancServer:
-    def __init__(self, root: Path):
+    """``modalities``: DICOM nodes Orthanc knows, name → (AE title, host, port) — e.g. our C-STORE
+    listener, so a test can ask Orthanc to send to it (``POST /modalities/NAME/store``)."""
+
+    def __init__(self, root: Path, modalities: dict[str, tuple[str, str, int]] | None = None):
         self.http_port, self.dicom_port = free_port(), free_port()
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,7 @@ class OrthancServer:
             "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "StableAge": 2,
-            "DicomModalities": {},
+            "DicomModalities": {name: list(node) for name, node in (modalities or {}).items()},
             "OverwriteInstances": True,
         }
         (root / "config.json").write_text(json.dumps(config))
@@ -72,6 +75,11 @@ class OrthancServer:
         response.raise_for_status()
         return response.json()
 
+    def post(self, path: str, **kwargs):
+        response = requests.post(self.url + path, auth=(USER, PASSWORD), timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -82,12 +90,16 @@ class OrthancServer:
         self.log.close()
 
 
-@pytest.fixture
-def orthanc(tmp_path):
+def require_orthanc() -> None:
     if not ORTHANC.exists() or not DICOMWEB_PLUGIN.exists():
         pytest.skip(
             "Orthanc with the DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
         )
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    require_orthanc()
     server = OrthancServer(tmp_path / "orthanc")
     try:
         yield server

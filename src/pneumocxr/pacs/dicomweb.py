@@ -83,6 +83,16 @@ class DicomWebPacs:
         rows = self._call(self.client.search_for_studies, search_filters=filters, get_remaining=True)
         return [uid for uid in (_value(r, "0020000D") for r in rows) if uid]
 
+    def find_studies(self, filters: dict[str, str]) -> list[tuple[str, str | None]]:
+        """(StudyInstanceUID, AccessionNumber) of the studies matching QIDO-RS ``filters``."""
+        rows = self._call(
+            self.client.search_for_studies,
+            search_filters=filters or None,
+            fields=["AccessionNumber"],
+            get_remaining=True,
+        )
+        return [(uid, _value(r, "00080050")) for r in rows if (uid := _value(r, "0020000D"))]
+
     def retrieve(self, ref: InstanceRef) -> Dataset:
         """One instance by WADO-RS, in whatever transfer syntax the PACS stores (``transfer-syntax=*``).
 

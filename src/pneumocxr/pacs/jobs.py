@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -27,6 +28,7 @@ from pneumocxr.store.schema import PacsJob, PacsState
 logger = logging.getLogger(__name__)
 
 STATUSES = ("pending", "running", "done", "skipped", "failed")
+FINAL = frozenset({"done", "skipped", "failed"})  # nothing more will happen to these jobs
 
 
 def now() -> datetime:
@@ -80,8 +82,11 @@ class JobQueue:
             return False
         return True
 
-    def claim(self) -> Job | None:
-        """The next due job, now ``running`` for this worker (None when there is none)."""
+    def claim(self, sources: Collection[str] | None = None) -> Job | None:
+        """The next due job, now ``running`` for this worker (None when there is none).
+
+        ``sources``: only jobs from these sources ("dicomweb", "cstore") — a C-STORE listener and a
+        DICOMweb watcher can share one table, each taking only the jobs it can fetch the image of."""
         moment = now()
         expired = moment - timedelta(seconds=self.policy.lease_s)
         claimable = and_(
@@ -91,6 +96,8 @@ class JobQueue:
                 and_(PacsJob.status == "running", PacsJob.locked_at < expired),
             ),
         )
+        if sources is not None:
+            claimable = and_(claimable, PacsJob.source.in_(list(sources)))
         with self.store.session() as session:
             candidates = session.execute(
                 select(PacsJob.id, PacsJob.status, PacsJob.locked_at)
@@ -134,14 +141,25 @@ class JobQueue:
     def failed(self, job: Job, reason: str) -> None:
         self._finish(job, "failed", reason=reason)
 
-    def retry(self, job: Job, reason: str) -> None:
-        """A transient failure: try again later (exponential backoff), or fail after max_attempts."""
+    def retry(self, job: Job, reason: str) -> bool:
+        """A transient failure: try again later (exponential backoff), or fail after max_attempts.
+        True when the job will be tried again, False when it has now failed for good."""
         if job.attempts >= self.policy.max_attempts:
             self.failed(job, f"gave up after {job.attempts} attempts: {reason}")
-            return
+            return False
         delay = min(self.policy.backoff_cap_s, self.policy.backoff_s * 2 ** (job.attempts - 1))
         logger.warning("job %d: %s; retry %d in %.0f s", job.id, reason, job.attempts + 1, delay)
         self._finish(job, "pending", reason=reason, next_attempt_at=now() + timedelta(seconds=delay))
+        return True
+
+    def status_of(self, sop_instance_uid: str) -> str | None:
+        """The status of this image's job with this model (None: there is none)."""
+        with self.store.session() as session:
+            return session.scalar(
+                select(PacsJob.status).where(
+                    PacsJob.sop_instance_uid == sop_instance_uid, PacsJob.model_sha256 == self.model_sha256
+                )
+            )
 
     def rows(self, status: str | None = None) -> list[dict[str, Any]]:
         query = select(PacsJob).order_by(PacsJob.id)

@@ -27,7 +27,9 @@ def is_own_output(
 ) -> bool:
     """True for instances the worker must not process: results (SR/SC) and its own series."""
     sop_class = str(sop_class_uid or "")
-    if sop_class.startswith((SR_CLASS_PREFIX, SC_CLASS_PREFIX)):
+    # SC is 1.2.840.10008.5.1.4.1.1.7 and its .7.x variants — not .77.x (VL photographs) or .78.x
+    secondary_capture = sop_class == SC_CLASS_PREFIX or sop_class.startswith(SC_CLASS_PREFIX + ".")
+    if sop_class.startswith(SR_CLASS_PREFIX) or secondary_capture:
         return True
     return series_description in OUR_SERIES_DESCRIPTIONS or manufacturer == MANUFACTURER
 

@@ -3,7 +3,8 @@
 ``discover``: with Orthanc, the StableStudy changes after the persisted sequence number; with any
 other DICOMweb PACS, QIDO-RS studies since a persisted date. Each instance of a study that is not
 the worker's own output becomes a job (a no-op if it already is one). ``process_one``: claim a job,
-fetch the instance (WADO-RS), skip what is not a frontal chest radiograph (reason recorded), score
+fetch the instance with the retriever of the job's source (WADO-RS for "dicomweb", the listener's
+spool folder for "cstore"), skip what is not a frontal chest radiograph (reason recorded), score
 it with the prediction core, write the SR and the SC (deterministic UIDs), send them (STOW-RS or
 C-STORE), mark the job done and audit it. Transient PACS failures are retried with backoff; a film
 that cannot be read fails with its reason. Logs carry job ids and UIDs' hashes, never patient data.
@@ -16,14 +17,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Protocol
 
 import numpy as np
 from pydicom.dataset import Dataset
 
-from pneumocxr.errors import OutOfScopeError, UnsupportedImageError
+from pneumocxr.errors import ConfigError, OutOfScopeError, UnsupportedImageError
 from pneumocxr.inference import PredictionResult
 from pneumocxr.pacs.dicomweb import DicomWebPacs, InstanceGone, InstanceRef, PacsUnavailable
 from pneumocxr.pacs.jobs import Job, JobQueue
@@ -50,31 +52,68 @@ Analyze = Callable[[Dataset], Analysis]
 Send = Callable[[list[Dataset]], None]
 
 
+class Retriever(Protocol):
+    """Where a job's image comes from, chosen by ``job.source``."""
+
+    def fetch(self, job: Job) -> Dataset:
+        """The instance; raises PacsUnavailable (retry later) or InstanceGone (skip)."""
+
+    def release(self, job: Job) -> None:
+        """The job is finished for good (done, skipped or failed): drop any local copy."""
+
+
+class DicomWebRetriever:
+    """Jobs the watcher discovered: the instance by WADO-RS, nothing kept locally."""
+
+    def __init__(self, pacs: DicomWebPacs):
+        self.pacs = pacs
+
+    def fetch(self, job: Job) -> Dataset:
+        ref = InstanceRef(job.study_instance_uid, job.series_instance_uid, job.sop_instance_uid, None)
+        return self.pacs.retrieve(ref)
+
+    def release(self, job: Job) -> None:
+        pass
+
+
 def short(uid: str | None) -> str:
     """A UID as logs show it: a hash prefix (UIDs can carry site information)."""
     return hashlib.sha256(str(uid).encode()).hexdigest()[:10]
 
 
 class PacsWorker:
+    """``pacs``: the DICOMweb PACS to discover studies in (None: no discovery, e.g. a C-STORE
+    listener's worker). ``retrievers``: job source → where its images come from (default: WADO-RS
+    from ``pacs`` for "dicomweb" jobs); the worker claims only jobs of these sources. ``send``: where
+    results go (default: STOW-RS to ``pacs``)."""
+
     def __init__(
         self,
-        pacs: DicomWebPacs,
+        pacs: DicomWebPacs | None,
         queue: JobQueue,
         analyze: Analyze,
         *,
         send: Send | None = None,
+        retrievers: Mapping[str, Retriever] | None = None,
         changes: OrthancChanges | None = None,
         audit: AuditLog | None = None,
         include_lateral: bool = False,
     ):
+        if send is None and pacs is None:
+            raise ConfigError("the PACS worker needs somewhere to send results: a DICOMweb PACS or a sender")
         self.pacs, self.queue, self.analyze = pacs, queue, analyze
         self.send = send or pacs.store
+        if retrievers is None:
+            retrievers = {"dicomweb": DicomWebRetriever(pacs)} if pacs is not None else {}
+        self.retrievers = dict(retrievers)
         self.changes, self.audit, self.include_lateral = changes, audit, include_lateral
 
     # ---- discovery ---------------------------------------------------------------------------
 
     def discover(self) -> int:
         """New jobs from the change feed (Orthanc) or a QIDO-RS poll; returns how many."""
+        if self.pacs is None:
+            return 0  # jobs arrive some other way (the C-STORE listener enqueues them)
         if self.changes is not None:
             return self._discover_changes()
         since = self.queue.get_state(QIDO_STATE)
@@ -107,23 +146,26 @@ class PacsWorker:
 
     def process_one(self) -> bool:
         """Do one due job; False when there was none."""
-        job = self.queue.claim()
+        job = self.queue.claim(sources=self.retrievers)
         if job is None:
             return False
         started = time.perf_counter()
+        retriever = self.retrievers[job.source]
+        finished = True
         try:
-            dataset = self.pacs.retrieve(
-                InstanceRef(job.study_instance_uid, job.series_instance_uid, job.sop_instance_uid, None)
-            )
-            self.handle(job, dataset, started)
+            self.handle(job, retriever.fetch(job), started)
         except PacsUnavailable as exc:
-            self.queue.retry(job, str(exc))
+            finished = not self.queue.retry(job, str(exc))
         except InstanceGone as exc:
             self.queue.skipped(job, str(exc))
+        except UnsupportedImageError as exc:
+            self.queue.failed(job, exc.reason)
+        if finished:
+            retriever.release(job)
         return True
 
     def handle(self, job: Job, dataset: Dataset, started: float) -> None:
-        """Score ``dataset`` for ``job`` and send its results (also used by the C-STORE listener)."""
+        """Score ``dataset`` for ``job`` and send its results (whatever the job's source)."""
         reason = skip_reason(dataset, include_lateral=self.include_lateral)
         if reason is not None:
             self.queue.skipped(job, reason)
@@ -173,8 +215,11 @@ class PacsWorker:
             )
         )
 
-    def run(self, stop: threading.Event, *, poll_s: float = 2.0) -> None:
-        """Discover and process until ``stop`` is set; the PACS being down only delays work."""
+    def run(self, stop: threading.Event, *, poll_s: float = 2.0, wake: threading.Event | None = None) -> None:
+        """Discover and process until ``stop`` is set; the PACS being down only delays work.
+
+        ``wake``: set by whoever enqueues (the C-STORE listener) to start the next pass at once
+        rather than after ``poll_s``; whoever sets ``stop`` sets it too."""
         while not stop.is_set():
             try:
                 self.discover()
@@ -182,7 +227,11 @@ class PacsWorker:
                 logger.warning("discovery: %s; trying again in %.0f s", exc, poll_s)
             while not stop.is_set() and self.process_one():
                 pass
-            stop.wait(poll_s)
+            if wake is None:
+                stop.wait(poll_s)
+            else:
+                wake.wait(poll_s)
+                wake.clear()
 
 
 def core_analyzer(predictor, refuse=None) -> Analyze:
