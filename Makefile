@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev clean
+.PHONY: run test lint docs dist install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,15 @@ lint: install-dev
 test: lint
 	$(BIN)/pytest
 
+# The documentation site into site/ (strict: a warning, e.g. a broken link or a docstring that does not
+# match its signature, fails the build). Preview with live reload: .venv/bin/mkdocs serve
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The sdist and the wheel into dist/ (what `pip install dist/pneumocxr-*.whl` installs).
+dist: install-dev
+	rm -rf dist
+	$(BIN)/python -m build
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist site src/*.egg-info

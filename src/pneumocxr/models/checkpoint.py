@@ -61,13 +61,20 @@ class CheckpointMeta:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions that matter for reproducing a checkpoint (read from metadata, nothing imported)."""
+    """Versions that matter for reproducing a checkpoint (read from metadata, nothing imported).
+
+    pneumocxr's own is ``pneumocxr.__version__``: the version ``--version``, the model card and the
+    HTTP API (``GET /v1/model``) report, so a checkpoint and the service that loads it compare equal.
+    """
+    from pneumocxr import __version__
+
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "torchvision", "timm", "pneumocxr"):
+    for dist in ("torch", "torchvision", "timm"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
+    versions["pneumocxr"] = __version__
     return versions
 
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pneumocxr import __version__
 from pneumocxr.inference import PredictorBase
 from pneumocxr.inference.scope import CHECKS, ScopePolicy
 from pneumocxr.serving.settings import ServeSettings
@@ -25,6 +26,8 @@ def model_info(predictor: PredictorBase, settings: ServeSettings) -> dict[str, A
     policy = ScopePolicy.of(settings.refuse)
     return {
         "identity": predictor.identity.to_dict(),
+        # Which pneumocxr answers, and the versions the model was trained with (from the checkpoint).
+        "versions": {"pneumocxr": __version__, "trained_with": dict(predictor.meta.versions or {})},
         "name": predictor.meta.model_name,
         "task": predictor.meta.task,
         "class_names": list(predictor.class_names),

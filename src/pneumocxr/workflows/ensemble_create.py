@@ -73,7 +73,7 @@ class EnsembleCreated:
 def resolve_members(items: Sequence[str | os.PathLike]) -> tuple[list[tuple[str, Path]], Path | None]:
     """(name, checkpoint) per member, and the cross-validation folder when one was given.
 
-    A cv folder (holding cv.json) means its fold<i>/best.pt; a run folder its best.pt; a file itself.
+    A cv folder (holding cv.json) means its ``fold<i>/best.pt``; a run folder its ``best.pt``; a file itself.
     """
     if not items:
         raise ConfigError("name at least one member: checkpoints, run folders or one cv folder")

@@ -7,7 +7,7 @@ What is measured: the checkpoint's calibrated probability ``sigmoid(logit / T)``
 a patient-level bootstrap for AUC, PR AUC, F1, balanced accuracy, MCC, Brier and ECE. A metric
 the data cannot define (AUC on a single-class folder) is NaN with its reason, never a crash.
 
-Output folder (``out_dir``)::
+Output folder (``out_dir``):
 
     predictions.csv                 one row per image (outputs.PREDICTION_COLUMNS)
     metrics.json                    everything below, plus provenance (checkpoint sha256, data, split)

@@ -6,7 +6,7 @@ the same ``Predictor`` (softmax of logits / T, argmax), and measured with
 ``evaluation.multiclass_metrics`` (95 % CIs: Wilson for accuracy and per-class proportions, patient
 bootstrap for the rest). There is no threshold: every number is at the argmax decision.
 
-Output folder (``out_dir``)::
+Output folder (``out_dir``):
 
     predictions.csv                 one row per image: label and predicted class (index and name),
                                     probability_<CLASS> (calibrated) and logit_<CLASS> per class

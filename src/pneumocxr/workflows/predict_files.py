@@ -1,7 +1,7 @@
 """``predict_images``: P(PNEUMONIA) for image files or folders, one CSV row per image.
 
 The numbers are ``Predictor``'s (the path ``evaluate`` and the API use), so a file predicted here
-gets the probability it gets everywhere else. Columns of the CSV::
+gets the probability it gets everywhere else. Columns of the CSV:
 
     path, prediction (class name), calibrated_probability (what the threshold applies to),
     probability (uncalibrated), logit, threshold, and ``spread`` for an ensemble file or

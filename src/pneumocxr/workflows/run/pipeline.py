@@ -19,7 +19,7 @@ different: the run goes on with the other steps, keeps everything they produce, 
 ``status: incomplete`` in run_summary.json and exit code 1, ``RunResult.problem`` naming the step
 and the reason. Steps left out with ``until`` are not requested: exit 0.
 
-Output tree (``out``, default ``output/``)::
+Output tree (``out``, default ``output/``):
 
     runs/<model>/                 training run folders (inputs.json, checkpoints/, history.csv, best.pt)
     models/<model>.pt             each run's best.pt

@@ -34,7 +34,7 @@ SUMMARY_COLUMNS = (
 
 
 def stress(state: RunState) -> str:
-    """Each trained model on its recorded validation split under every shift → stress/<model>/."""
+    """Each trained model on its recorded validation split under every shift → ``stress/<model>/``."""
     from pneumocxr.config import to_dict
     from pneumocxr.training.stress_augmentation import recorded_augmentation
     from pneumocxr.workflows.stress import run_stress
@@ -94,7 +94,7 @@ def write_summary(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def model_cards(state: RunState) -> str:
-    """model_cards/<model>.md for each trained model, with its evaluations and stress results."""
+    """``model_cards/<model>.md`` for each trained model, with its evaluations and stress results."""
     from pneumocxr.training.model_card import write_model_card
 
     written = []

@@ -43,7 +43,7 @@ def eda(state: RunState) -> str:
 
 
 def train_models(state: RunState) -> str:
-    """Train each model, or reuse / resume its run (training.reuse); publish best.pt as models/<name>.pt.
+    """Train each model, or reuse / resume its run (training.reuse); publish best.pt as ``models/<name>.pt``.
 
     Pretrained weights that turn out unavailable only now (the pre-flight found them, then they
     went: a deleted cache, a hub hiccup) skip that model here, the same way.
