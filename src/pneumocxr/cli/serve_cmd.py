@@ -92,7 +92,9 @@ def run_keys(args: argparse.Namespace) -> int:
     from pneumocxr.store import open_store
     from pneumocxr.store.keys import create_key, list_keys, revoke_key
 
-    store = open_store(args.keys_db)
+    # `serve --db X keys …` names the database before `keys`: honour it (it used to be ignored silently,
+    # so the key landed in the default database and the server on X refused it)
+    store = open_store(args.keys_db or args.db)
     if args.action == "create":
         if not args.name:
             raise ConfigError("serve keys create NAME: say who or what will use the key")
@@ -106,6 +108,6 @@ def run_keys(args: argparse.Namespace) -> int:
         print(f"revoked {info.id} ({info.name})")
     else:
         for info in list_keys(store):
-            state = "active" if info.active else f"revoked {info.revoked_at:%Y-%m-%d %H:%M}"
-            print(f"{info.id}  {info.name}  created {info.created_at:%Y-%m-%d %H:%M}  {state}")
+            state = "active" if info.active else f"revoked {info.revoked_at:%Y-%m-%d %H:%M} UTC"
+            print(f"{info.id}  {info.name}  created {info.created_at:%Y-%m-%d %H:%M} UTC  {state}")
     return 0

@@ -27,13 +27,14 @@ import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from pneumocxr import __version__
 from pneumocxr.errors import PneumoCXRError
 from pneumocxr.inference import PredictorBase
 from pneumocxr.serving import errors, explain_route, page
 from pneumocxr.serving.auth import key_checker
-from pneumocxr.serving.limits import Admission, BodyLimit
+from pneumocxr.serving.limits import Admission, BodyLimit, BodyTooLarge, too_large
 from pneumocxr.serving.metrics import Metrics
 from pneumocxr.serving.model_info import model_info
 from pneumocxr.serving.model_loading import load_for_serving
@@ -66,7 +67,12 @@ def create_app(
     """The app; ``predictor`` / ``store`` may be given (tests), else loaded in the lifespan."""
     state = ServiceState(settings.check(), predictor=predictor, store=store)
     metrics = Metrics()
-    admission = Admission(settings.workers, settings.max_queue, on_change=metrics.queue_depth.set)
+    admission = Admission(
+        settings.workers,
+        settings.max_queue,
+        on_change=metrics.queue_depth.set,
+        on_reject=metrics.rejected.inc,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -98,13 +104,15 @@ def create_app(
     @app.middleware("http")
     async def request_id_and_metrics(request: Request, call_next):
         request.state.request_id = uuid.uuid4().hex
-        route = request.url.path if request.url.path.startswith("/v1/") else "other"
         started = time.perf_counter()
         metrics.in_flight.inc()
         try:
             response = await call_next(request)
         finally:
             metrics.in_flight.dec()
+        # the matched route's template: a label per URL a scanner tries would grow the registry forever
+        matched = request.scope.get("route")
+        route = getattr(matched, "path", None) or "other"
         metrics.requests.labels(route, str(response.status_code)).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - started)
         response.headers["X-Request-ID"] = request.state.request_id
@@ -143,9 +151,9 @@ def create_app(
         (the prediction's JSON, extra)."""
         _ready(state)
         started = time.perf_counter()
-        data = await read_image_body(request)
-        result, extra, failure = None, None, None
-        try:
+        data, result, extra, failure = None, None, None, None
+        try:  # every answer from here on, refusals included, is audited under its request id
+            data = await read_image_body(request)
             result, extra = await asyncio.wait_for(admission.run(work, data), settings.timeout_s)
         except PneumoCXRError as exc:
             failure = errors.from_library(exc)
@@ -155,6 +163,15 @@ def create_app(
             )
         except errors.ApiError as exc:
             failure = exc
+        except BodyTooLarge:  # a chunked body that passed the limit while being read
+            failure = too_large(settings.max_upload_bytes)
+        except ClientDisconnect:  # nobody will read the answer; the row says what happened
+            failure = errors.ApiError(400, "client_disconnected", "the client left before the upload ended")
+        except Exception:  # a bug, not the input: logged here, audited, and answered without internals
+            logger.exception("request %s failed", request.state.request_id)
+            failure = errors.ApiError(
+                500, "internal_error", "internal error; quote the request id to the service's operator"
+            )
         latency_ms = 1000 * (time.perf_counter() - started)
         if result is not None:
             metrics.model_seconds.observe(result.timings_ms["total"] / 1000)
@@ -229,8 +246,8 @@ def _entry(request, key_id, route, data, result, failure, latency_ms) -> AuditEn
         "latency_ms": latency_ms,
         "key_id": key_id,
         "error_code": failure.code if failure is not None else None,
-        "input_sha256": hashlib.sha256(data).hexdigest(),
-        "input_bytes": len(data),
+        "input_sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+        "input_bytes": len(data) if data is not None else None,
     }
     if result is not None:
         fields.update(

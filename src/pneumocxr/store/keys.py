@@ -34,6 +34,17 @@ class KeyInfo:
         return self.revoked_at is None
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """Aware UTC: SQLite hands a stored UTC time back without its offset, PostgreSQL with it."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def _info(row: ApiKey) -> KeyInfo:
+    return KeyInfo(row.id, row.name, _utc(row.created_at), _utc(row.revoked_at))
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -72,10 +83,10 @@ def revoke_key(store: Store, key_id: str) -> KeyInfo:
             raise ConfigError(f"no API key {key_id!r}; `pneumocxr serve keys list` shows them")
         if row.revoked_at is None:
             row.revoked_at = datetime.now(timezone.utc)
-        return KeyInfo(row.id, row.name, row.created_at, row.revoked_at)
+        return _info(row)
 
 
 def list_keys(store: Store) -> list[KeyInfo]:
     with store.session() as session:
         rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
-        return [KeyInfo(r.id, r.name, r.created_at, r.revoked_at) for r in rows]
+        return [_info(row) for row in rows]
