@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DB = "output/serve/audit.db"
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x70_6E_63_78  # PostgreSQL advisory-lock key ("pncx") held while migrating
+_MIGRATING = threading.Lock()  # Alembic's command API keeps global state: one migration per process
 
 
 def database_url(value: str | os.PathLike | None) -> str:
@@ -62,13 +65,20 @@ class Store:
 
 def open_store(url: str | os.PathLike | None = None, *, migrate: bool = True) -> Store:
     """Connect (creating a SQLite file if needed) and bring the schema to the newest migration."""
+    from alembic.util import CommandError
+
     resolved = database_url(url)
+    shown = make_url(resolved).render_as_string(hide_password=True)  # never print a password
     try:
         engine = _engine(resolved)
         if migrate:
             upgrade(engine)
     except SQLAlchemyError as exc:
-        raise ConfigError(f"cannot open the database {resolved} ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(f"cannot open the database {shown} ({type(exc).__name__}: {exc})") from None
+    except CommandError as exc:  # e.g. a revision this version does not know (a newer pneumocxr wrote it)
+        raise ConfigError(
+            f"cannot migrate the database {shown} ({exc}); did a newer pneumocxr write it?"
+        ) from None
     return Store(engine)
 
 
@@ -89,14 +99,18 @@ def _engine(url: str) -> Engine:
 
 
 def upgrade(engine: Engine) -> None:
-    """Run the Alembic migrations up to head (idempotent; safe when several workers start at once
-    on PostgreSQL: Alembic's version table is updated in the migration's transaction)."""
+    """Run the Alembic migrations up to head (idempotent). Safe when several workers start at once on
+    PostgreSQL: a transaction-scoped advisory lock makes them migrate one after the other (without it
+    two first starts both run CREATE TABLE and one fails), and the version table is updated in the
+    migration's transaction."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _MIGRATING, engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     logger.debug("database %s at the newest schema", engine.url.render_as_string(hide_password=True))

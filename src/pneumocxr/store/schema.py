@@ -8,6 +8,9 @@ from datetime import datetime
 from sqlalchemy import DateTime, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# Alembic's revision table for these migrations (not the default ``alembic_version``: see migrations/env.py)
+VERSION_TABLE = "pneumocxr_alembic_version"
+
 
 class Base(DeclarativeBase):
     pass
