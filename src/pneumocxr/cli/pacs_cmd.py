@@ -31,6 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch.add_argument("--poll", type=float, default=2.0, help="seconds between polls (default 2)")
     watch.add_argument("--once", action="store_true", help="one discovery + processing pass, then exit")
     watch.add_argument("--worker-id", default=None, help="name in the jobs table (default host:pid)")
+    watch.add_argument(
+        "--lease",
+        type=float,
+        help="seconds after which a running job is presumed orphaned (its worker died) and is claimed "
+        "again; longer than the slowest job (default 300)",
+    )
+    watch.add_argument(
+        "--max-attempts",
+        type=int,
+        help="tries (transient failures, expired leases) before a job is failed for good (default 5)",
+    )
     watch.add_argument("--device", default="cpu")
     watch.set_defaults(handler=run_watch)
     _register_listen(actions)
@@ -41,23 +52,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     jobs.set_defaults(handler=run_jobs)
 
 
+# Libraries whose INFO messages quote Study / SOP Instance UIDs in clear ("search for instances of
+# study 1.2.…", "copy Patient-related attributes from dataset 1.2.…"): UIDs are identifiers (DICOM
+# de-identification replaces them), and the worker's own logs show only their hashes.
+CHATTY_LOGGERS = ("dicomweb_client", "highdicom")
+
+
 def run_watch(args: argparse.Namespace) -> int:
+    import logging
     import os
     import signal
     import threading
 
+    from pneumocxr.errors import ConfigError
     from pneumocxr.inference import load_predictor
     from pneumocxr.pacs.dicomweb import DicomWebPacs
-    from pneumocxr.pacs.jobs import JobQueue
+    from pneumocxr.pacs.jobs import JobQueue, QueuePolicy
     from pneumocxr.pacs.orthanc import OrthancChanges
     from pneumocxr.pacs.worker import PacsWorker, core_analyzer
     from pneumocxr.store import open_store
     from pneumocxr.store.audit import AuditLog
 
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    policy = QueuePolicy()  # the defaults the help text quotes
+    lease = policy.lease_s if args.lease is None else args.lease
+    attempts = policy.max_attempts if args.max_attempts is None else args.max_attempts
+    if lease <= 0 or attempts < 1:
+        raise ConfigError(
+            f"--lease {lease:g} --max-attempts {attempts}: use a lease > 0 and at least 1 attempt"
+        )
+    policy = QueuePolicy(lease_s=lease, max_attempts=attempts)
     predictor = load_predictor(args.model, device=args.device)
     store = open_store(args.db)
     worker_id = args.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-    queue = JobQueue(store, predictor.identity.sha256 or "unsaved-model", worker_id)
+    queue = JobQueue(store, predictor.identity.sha256 or "unsaved-model", worker_id, policy)
     changes = OrthancChanges(args.orthanc) if args.orthanc else None
     pacs = DicomWebPacs(args.dicomweb)
     worker = PacsWorker(

@@ -108,7 +108,19 @@ class DicomWebPacs:
         return pydicom.dcmread(io.BytesIO(parts[0]), force=True)
 
     def store(self, datasets: list[Dataset]) -> None:
-        self._call(self.client.store_instances, datasets)
+        """STOW-RS; raises PacsUnavailable unless every instance was stored.
+
+        A STOW-RS answer may be a success status (200/202) that lists instances in its Failed SOP
+        Sequence (PS3.18 §10.5.3; e.g. A700 out of resources); dicomweb-client returns it without
+        complaint, and a job marked done on it would have lost its result."""
+        answer = self._call(self.client.store_instances, datasets)
+        failed = list(answer.get("FailedSOPSequence", None) or []) if answer is not None else []
+        if failed:
+            reasons = sorted({f"{int(item.get('FailureReason', 0)):04X}" for item in failed})
+            raise PacsUnavailable(
+                f"the PACS at {self.url} did not store {len(failed)} of {len(datasets)} instance(s) "
+                f"(STOW-RS FailureReason {', '.join(reasons)})"
+            )
 
     def _call(self, method, *args, **kwargs):
         try:

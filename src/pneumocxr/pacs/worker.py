@@ -6,8 +6,11 @@ the worker's own output becomes a job (a no-op if it already is one). ``process_
 fetch the instance with the retriever of the job's source (WADO-RS for "dicomweb", the listener's
 spool folder for "cstore"), skip what is not a frontal chest radiograph (reason recorded), score
 it with the prediction core, write the SR and the SC (deterministic UIDs), send them (STOW-RS or
-C-STORE), mark the job done and audit it. Transient PACS failures are retried with backoff; a film
-that cannot be read fails with its reason. Logs carry job ids and UIDs' hashes, never patient data.
+C-STORE), mark the job done and audit it (one transaction). Transient PACS failures are retried with
+backoff; a film that cannot be read fails with its reason; an unexpected error in one job is retried
+(and fails after ``max_attempts``) rather than crashing the worker into a restart loop on one film.
+``run`` stops claiming while the PACS is unreachable (a circuit breaker), so an outage longer than
+the retry window delays jobs but fails none. Logs carry job ids and UIDs' hashes, never patient data.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Protocol
 import numpy as np
 from pydicom.dataset import Dataset
 
-from pneumocxr.errors import ConfigError, OutOfScopeError, UnsupportedImageError
+from pneumocxr.errors import ConfigError, OutOfScopeError, PneumoCXRError, UnsupportedImageError
 from pneumocxr.inference import PredictionResult
 from pneumocxr.pacs.dicomweb import DicomWebPacs, InstanceGone, InstanceRef, PacsUnavailable
 from pneumocxr.pacs.jobs import Job, JobQueue
@@ -107,6 +110,7 @@ class PacsWorker:
             retrievers = {"dicomweb": DicomWebRetriever(pacs)} if pacs is not None else {}
         self.retrievers = dict(retrievers)
         self.changes, self.audit, self.include_lateral = changes, audit, include_lateral
+        self.pacs_down = False  # set when a job met PacsUnavailable: `run` pauses claiming
 
     # ---- discovery ---------------------------------------------------------------------------
 
@@ -155,11 +159,19 @@ class PacsWorker:
         try:
             self.handle(job, retriever.fetch(job), started)
         except PacsUnavailable as exc:
+            self.pacs_down = True
             finished = not self.queue.retry(job, str(exc))
         except InstanceGone as exc:
             self.queue.skipped(job, str(exc))
         except UnsupportedImageError as exc:
             self.queue.failed(job, exc.reason)
+        except PneumoCXRError as exc:  # the PACS refused (HTTP 4xx) or the like: retrying will not help
+            self.queue.failed(job, str(exc))
+        except Exception as exc:  # a bug or an unforeseen library error: retried, then failed
+            logger.error("job %d: unexpected %s", job.id, type(exc).__name__)
+            logger.debug("job %d: traceback", job.id, exc_info=True)  # may quote header values
+            reason = f"unexpected {type(exc).__name__} (the worker's debug log has the traceback)"
+            finished = not self.queue.retry(job, reason)
         if finished:
             retriever.release(job)
         return True
@@ -183,54 +195,70 @@ class PacsWorker:
         sc = build_sc(dataset, analysis.result, analysis.film, analysis.heatmap)
         self.send([sr, sc])  # PacsUnavailable propagates: the job is retried (same UIDs: no duplicate)
         result = analysis.result
-        self.queue.done(
+        counted = self.queue.done(  # with its audit row, in one transaction, if the claim still holds
             job,
             decision=result.label,
             probability=result.positive_probability,
             sr_uid=sr.SOPInstanceUID,
             sc_uid=sc.SOPInstanceUID,
+            audit=self._audit_entry(job, result, 1000 * (time.perf_counter() - started)),
         )
-        self._audit(job, result, 1000 * (time.perf_counter() - started))
-        logger.info("job %d: %s p=%.3f → SR + SC sent", job.id, result.label, result.positive_probability)
+        if counted:
+            logger.info("job %d: %s p=%.3f → SR + SC sent", job.id, result.label, result.positive_probability)
 
-    def _audit(self, job: Job, result: PredictionResult, latency_ms: float) -> None:
+    def _audit_entry(self, job: Job, result: PredictionResult, latency_ms: float) -> AuditEntry | None:
         if self.audit is None:
-            return
-        self.audit.record(
-            AuditEntry(
-                request_id=f"pacs-{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}",
-                route="pacs",
-                status=200,
-                latency_ms=latency_ms,
-                key_id=self.queue.worker_id,
-                input_sha256=result.input.sha256,
-                input_bytes=result.input.size_bytes,
-                input_format=result.input.format,
-                model_sha256=result.model.sha256,
-                model_name=result.model.name,
-                decision=result.label,
-                probabilities=result.probabilities,
-                threshold=result.threshold,
-                warnings=tuple(w.code for w in result.warnings),
-            )
+            return None
+        return AuditEntry(
+            request_id=f"pacs-{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}",
+            route="pacs",
+            status=200,
+            latency_ms=latency_ms,
+            key_id=self.queue.worker_id,
+            input_sha256=result.input.sha256,
+            input_bytes=result.input.size_bytes,
+            input_format=result.input.format,
+            model_sha256=result.model.sha256,
+            model_name=result.model.name,
+            decision=result.label,
+            probabilities=result.probabilities,
+            threshold=result.threshold,
+            warnings=tuple(w.code for w in result.warnings),
         )
 
-    def run(self, stop: threading.Event, *, poll_s: float = 2.0, wake: threading.Event | None = None) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_s: float = 2.0,
+        wake: threading.Event | None = None,
+        max_pause_s: float = 60.0,
+    ) -> None:
         """Discover and process until ``stop`` is set; the PACS being down only delays work.
 
         ``wake``: set by whoever enqueues (the C-STORE listener) to start the next pass at once
-        rather than after ``poll_s``; whoever sets ``stop`` sets it too."""
+        rather than after ``poll_s``; whoever sets ``stop`` sets it too.
+        While the PACS is unreachable (discovery fails, or a job just met PacsUnavailable) no job is
+        claimed and the pause doubles up to ``max_pause_s``: each claim would spend one of the job's
+        ``max_attempts``, so without this an outage longer than the retry window would fail them all.
+        """
+        pause = poll_s
         while not stop.is_set():
+            self.pacs_down = False
             try:
                 self.discover()
             except PacsUnavailable as exc:
-                logger.warning("discovery: %s; trying again in %.0f s", exc, poll_s)
-            while not stop.is_set() and self.process_one():
+                self.pacs_down = True
+                logger.warning("discovery: %s", exc)
+            while not stop.is_set() and not self.pacs_down and self.process_one():
                 pass
+            pause = min(max_pause_s, max(poll_s, 2 * pause)) if self.pacs_down else poll_s
+            if self.pacs_down:
+                logger.warning("the PACS is unreachable: no job claimed for %.0f s", pause)
             if wake is None:
-                stop.wait(poll_s)
+                stop.wait(pause)
             else:
-                wake.wait(poll_s)
+                wake.wait(pause)
                 wake.clear()
 
 

@@ -74,24 +74,7 @@ class AuditLog:
 
     def record(self, entry: AuditEntry) -> None:
         """Commit one row (raises AuditError: the caller fails the request)."""
-        row = AuditRecord(
-            created_at=datetime.now(timezone.utc),
-            request_id=entry.request_id,
-            key_id=entry.key_id,
-            route=entry.route,
-            status=entry.status,
-            error_code=entry.error_code,
-            input_sha256=entry.input_sha256,
-            input_bytes=entry.input_bytes,
-            input_format=entry.input_format,
-            model_sha256=entry.model_sha256,
-            model_name=entry.model_name,
-            decision=entry.decision,
-            probabilities=json.dumps(dict(entry.probabilities)) if entry.probabilities is not None else None,
-            threshold=entry.threshold,
-            warnings=json.dumps(list(entry.warnings)),
-            latency_ms=entry.latency_ms,
-        )
+        row = audit_record(entry)
         try:
             with self.store.session() as session:
                 session.add(row)
@@ -127,6 +110,29 @@ class AuditLog:
                 out.write(json.dumps(row) + "\n")
             count += 1
         return count
+
+
+def audit_record(entry: AuditEntry) -> AuditRecord:
+    """The row of ``entry``, for callers that commit it with other changes in one transaction (the
+    PACS worker writes a job's audit row with the job's ``done``)."""
+    return AuditRecord(
+        created_at=datetime.now(timezone.utc),
+        request_id=entry.request_id,
+        key_id=entry.key_id,
+        route=entry.route,
+        status=entry.status,
+        error_code=entry.error_code,
+        input_sha256=entry.input_sha256,
+        input_bytes=entry.input_bytes,
+        input_format=entry.input_format,
+        model_sha256=entry.model_sha256,
+        model_name=entry.model_name,
+        decision=entry.decision,
+        probabilities=json.dumps(dict(entry.probabilities)) if entry.probabilities is not None else None,
+        threshold=entry.threshold,
+        warnings=json.dumps(list(entry.warnings)),
+        latency_ms=entry.latency_ms,
+    )
 
 
 def parse_since(text: str | None) -> datetime | None:
