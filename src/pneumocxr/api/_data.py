@@ -7,18 +7,18 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pneumocxr.api._display import Figures, render_table, to_frame
-from pneumocxr.data.check import CheckReport, format_report
-from pneumocxr.data.check import check_dataset as _check_dataset
 from pneumocxr.data.discovery import Dataset
 from pneumocxr.data.discovery import discover as _discover
-from pneumocxr.data.duplicates import DEFAULT_NEAR_THRESHOLD
-from pneumocxr.data.eda import DEFAULT_IMAGE_SIZE, EdaSummary, format_summary, run_eda
 from pneumocxr.data.splits import patient_split
 from pneumocxr.errors import ConfigError, DatasetError
 from pneumocxr.labels import CLASS_NAMES
+
+if TYPE_CHECKING:  # the check (imagehash) and EDA (matplotlib) modules load when those calls run
+    from pneumocxr.data.check import CheckReport
+    from pneumocxr.data.eda import EdaSummary
 
 __all__ = ["DataCheck", "EdaResult", "check_dataset", "discover", "eda", "patient_sample"]
 
@@ -135,6 +135,8 @@ class DataCheck:
         return to_frame(self.rows, index="split")
 
     def __str__(self) -> str:
+        from pneumocxr.data.check import format_report
+
         return format_report(self.report, full="report.to_dict()")
 
     def __repr__(self) -> str:
@@ -160,7 +162,7 @@ class DataCheck:
 
 
 def check_dataset(
-    data: DataLike, *, near_threshold: int = DEFAULT_NEAR_THRESHOLD, workers: int | None = None
+    data: DataLike, *, near_threshold: int | None = None, workers: int | None = None
 ) -> DataCheck:
     """Count the images, find the unreadable ones, duplicates and patients shared between splits
     (``pneumocxr data check``).
@@ -168,7 +170,7 @@ def check_dataset(
     Args:
         data: a dataset path (folder, CSV manifest, .npz) or a ``Dataset``.
         near_threshold: the largest Hamming distance between 256-bit perceptual hashes still called
-            a near duplicate.
+            a near duplicate (None: the command's default, 24).
         workers: decoding processes (None = one per CPU).
 
     Returns:
@@ -184,7 +186,11 @@ def check_dataset(
         >>> check.ok, check.report.leaking_groups  # doctest: +SKIP
         (True, [])
     """
-    return DataCheck(_check_dataset(_dataset(data), near_threshold=near_threshold, workers=workers))
+    from pneumocxr.data.check import check_dataset as _check_dataset
+    from pneumocxr.data.duplicates import DEFAULT_NEAR_THRESHOLD
+
+    threshold = DEFAULT_NEAR_THRESHOLD if near_threshold is None else near_threshold
+    return DataCheck(_check_dataset(_dataset(data), near_threshold=threshold, workers=workers))
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,8 @@ class EdaResult:
         return Figures({Path(p).stem: p for p in self.summary.plots})
 
     def __str__(self) -> str:
+        from pneumocxr.data.eda import format_summary
+
         return format_summary(self.summary)
 
     def __repr__(self) -> str:
@@ -227,7 +235,7 @@ def eda(
     data: DataLike,
     out_dir: str | os.PathLike,
     *,
-    image_size: int = DEFAULT_IMAGE_SIZE,
+    image_size: int | None = None,
     samples_per_class: int = 4,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
@@ -240,8 +248,9 @@ def eda(
     Args:
         data: a dataset path or a ``Dataset``.
         out_dir: output folder.
-        image_size: square size for the intensity statistics and mean images; the decoded-image
-            cache it fills (``cache_dir``, default ``out_dir/cache``) is reused by training at that size.
+        image_size: square size for the intensity statistics and mean images (None: 224, the
+            command's default); the decoded-image cache it fills (``cache_dir``, default
+            ``out_dir/cache``) is reused by training at that size.
         samples_per_class: images per class in the sample grid (chosen by ``seed``).
         workers: decoding processes (None = one per CPU).
 
@@ -256,11 +265,13 @@ def eda(
         >>> result = pneumocxr.eda("data/chest_xray", "out/eda")  # doctest: +SKIP
         >>> result.figures["class_distribution"]  # doctest: +SKIP
     """
+    from pneumocxr.data.eda import DEFAULT_IMAGE_SIZE, run_eda
+
     out = Path(out_dir)
     summary = run_eda(
         _dataset(data),
         out,
-        image_size=image_size,
+        image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size,
         samples_per_class=samples_per_class,
         seed=seed,
         cache_dir=cache_dir,
