@@ -57,13 +57,19 @@ _JUNK_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini"})
 _MAX_NESTING = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Dataset:
     """Every labelled image found, in a stable order (sorted by path and member)."""
 
     root: Path  # the tree folder, the CSV file or the .npz file actually used
     layout: str  # "kermany" | "manifest" | "npz"
     records: tuple[ImageRecord, ...]
+
+    def __repr__(self) -> str:  # short: a notebook shows it (thousands of records otherwise)
+        counts = "; ".join(
+            f"{s}: " + ", ".join(f"{n} {c}" for c, n in per.items()) for s, per in self.counts().items()
+        )
+        return f"Dataset({str(self.root)!r}, {self.layout}, {len(self.records)} images: {counts})"
 
     def splits(self) -> list[str]:
         """Splits present, in train/val/test order."""

@@ -210,7 +210,19 @@ class Predictor(PredictorBase):
     """A loaded checkpoint on one device. Takes ownership of ``model`` (moved to the device, eval
     mode), or runs a ready ``LogitsBackend`` (an ONNX model: ``onnx_runtime.load_onnx_predictor``;
     ``device``, ``channels_last`` and ``bf16`` are then the backend's). Holds no per-call state, so
-    calls may come from worker threads (the API runs them off its event loop)."""
+    calls may come from worker threads (the API runs them off its event loop).
+
+    Made by ``load_predictor`` (which also builds ensembles, TTA and MC-dropout wrappers with the
+    same interface), not usually by hand. ``predict(source)`` takes a path, bytes, a 2-D array or a
+    pydicom Dataset and returns a ``PredictionResult``; ``predict_records`` scores a dataset's
+    records in batches; ``class_names``, ``threshold``, ``temperature`` and ``meta`` describe it.
+
+    Example:
+        >>> predictor = pneumocxr.load_predictor("runs/cpu_fast/best.pt")  # doctest: +SKIP
+        >>> result = predictor.predict("film.jpeg")  # doctest: +SKIP
+        >>> result.label, result.probabilities["PNEUMONIA"], result.warnings  # doctest: +SKIP
+        ('PNEUMONIA', 0.97, ())
+    """
 
     def __init__(
         self,

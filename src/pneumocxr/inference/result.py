@@ -63,7 +63,16 @@ class InputSummary:
 
 @dataclass(frozen=True)
 class PredictionResult:
-    """One input's answer (see the module docstring)."""
+    """One input's answer (see the module docstring): ``label`` (the decided class),
+    ``probabilities`` (calibrated, per class), ``threshold`` and its rule, the ``model`` that
+    answered (sha256), a summary of the ``input`` (no identifiers), scope ``warnings`` and timings.
+    ``to_dict()`` is the HTTP API's JSON.
+
+    Example:
+        >>> result = pneumocxr.load_predictor("runs/cpu_fast").predict("film.jpeg")  # doctest: +SKIP
+        >>> result.positive_probability, [w.code for w in result.warnings]  # doctest: +SKIP
+        (0.97, [])
+    """
 
     label: str  # the decided class
     decision: int  # its index in ``class_names``
