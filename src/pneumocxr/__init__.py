@@ -21,9 +21,53 @@ loads no torch, scikit-learn or Lightning.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING
+
+from pneumocxr._lazy import lazy_exports
+
+if TYPE_CHECKING:  # type checkers and the API reference (griffe) see the names; at run time they load lazily
+    from pneumocxr.api._card import ModelCard as ModelCard
+    from pneumocxr.api._card import model_card as model_card
+    from pneumocxr.api._compare import Comparison as Comparison
+    from pneumocxr.api._compare import compare as compare
+    from pneumocxr.api._data import (
+        DataCheck as DataCheck,
+    )
+    from pneumocxr.api._data import (
+        EdaResult as EdaResult,
+    )
+    from pneumocxr.api._data import (
+        check_dataset as check_dataset,
+    )
+    from pneumocxr.api._data import (
+        discover as discover,
+    )
+    from pneumocxr.api._data import (
+        eda as eda,
+    )
+    from pneumocxr.api._data import (
+        patient_sample as patient_sample,
+    )
+    from pneumocxr.api._evaluate import Evaluation as Evaluation
+    from pneumocxr.api._evaluate import evaluate as evaluate
+    from pneumocxr.api._explain import ExplainedImage as ExplainedImage
+    from pneumocxr.api._explain import explain_images as explain_images
+    from pneumocxr.api._export import export_onnx as export_onnx
+    from pneumocxr.api._predict import (
+        PredictionResult as PredictionResult,
+    )
+    from pneumocxr.api._predict import (
+        Predictor as Predictor,
+    )
+    from pneumocxr.api._predict import (
+        load_predictor as load_predictor,
+    )
+    from pneumocxr.api._stress import StressReport as StressReport
+    from pneumocxr.api._stress import stress as stress
+    from pneumocxr.api._train import TrainRun as TrainRun
+    from pneumocxr.api._train import train as train
+
 
 try:
     __version__ = version("pneumocxr")
@@ -56,17 +100,30 @@ _API = {
     "export_onnx": "pneumocxr.api._export",
 }
 
-__all__ = sorted(_API)
+__all__ = [
+    "Comparison",
+    "DataCheck",
+    "EdaResult",
+    "Evaluation",
+    "ExplainedImage",
+    "ModelCard",
+    "PredictionResult",
+    "Predictor",
+    "StressReport",
+    "TrainRun",
+    "check_dataset",
+    "compare",
+    "discover",
+    "eda",
+    "evaluate",
+    "explain_images",
+    "export_onnx",
+    "load_predictor",
+    "model_card",
+    "patient_sample",
+    "stress",
+    "train",
+]
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+__getattr__, __dir__ = lazy_exports(__name__, _API)

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
-from tests.pacs.postgres import postgres_base_url, postgres_schema, with_options
+from tests.postgres import postgres_base_url, postgres_schema, with_options
 
 from pneumocxr.cli.main import main
 from pneumocxr.pacs.jobs import JobQueue, QueuePolicy

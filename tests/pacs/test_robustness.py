@@ -28,7 +28,7 @@ import requests
 from pydicom.dataset import Dataset
 from tests.inference.conftest import write_checkpoint
 from tests.pacs.conftest import PASSWORD, USER, OrthancServer, film_dataset
-from tests.pacs.postgres import postgres_base_url, postgres_schema
+from tests.postgres import postgres_base_url, postgres_schema
 
 from pneumocxr.cli.main import main
 from pneumocxr.imaging import read_image

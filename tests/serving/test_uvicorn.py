@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.inference.conftest import write_checkpoint
+from tests.postgres import postgres_base_url, postgres_schema
 from tests.serving.conftest import encode, film
-from tests.store.conftest import postgres_base_url, postgres_schema, subprocess_env
+from tests.store.conftest import subprocess_env
 
 from pneumocxr.cli.main import main
 from pneumocxr.store import open_store

@@ -8,13 +8,11 @@ never see each other's rows nor the other tables of the shared CI database (Optu
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
+from tests.postgres import postgres_base_url, postgres_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,40 +26,10 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def postgres_base_url() -> str:
-    url = os.environ.get("PNEUMOCXR_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip(
-            'PNEUMOCXR_TEST_POSTGRES_URL is not set: run `eval "$(scripts/ci_postgres.sh)"` (as root) '
-            "to install and start a local PostgreSQL server for this test"
-        )
-    return url
-
-
-@contextmanager
-def postgres_schema(base: str) -> Iterator[str]:
-    """A URL whose connections use a fresh, empty schema (dropped with everything in it on exit)."""
-    from sqlalchemy import create_engine, text
-
-    from pneumocxr.store.db import database_url
-
-    schema = f"pcx_servetest_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(database_url(base))
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL database (an empty schema of it), or a skip that says how to get one."""
-    with postgres_schema(postgres_base_url()) as url:
+    with postgres_schema(postgres_base_url(), "pcx_servetest") as url:
         yield url
 
 
@@ -71,5 +39,5 @@ def db_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "audit.db")
     else:
-        with postgres_schema(postgres_base_url()) as url:
+        with postgres_schema(postgres_base_url(), "pcx_servetest") as url:
             yield url

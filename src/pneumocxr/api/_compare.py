@@ -124,7 +124,10 @@ def compare(
             model records (they must record the same patients).
         n_boot: bootstrap resamples (default 2000). seed: bootstrap seed.
         tta: test-time augmentation for every model. speed_seconds: time spent measuring images/s.
-        device, batch_size, cache_dir, results_csv: as in ``evaluate``.
+        device: as in ``evaluate``.
+        batch_size: as in ``evaluate``.
+        cache_dir: as in ``evaluate``.
+        results_csv: as in ``evaluate``.
 
     Returns:
         A ``Comparison``: ``rows``/``to_frame()`` (one row per model), ``pairwise``, ``evaluations``

@@ -175,11 +175,12 @@ def check_dataset(
 
     Returns:
         A ``DataCheck``: ``ok``, ``rows``/``to_frame()`` (counts), ``report`` (everything);
-        ``print()`` it for the CLI's summary; Jupyter shows a table.
+        ``print()`` it for the CLI's summary; Jupyter shows a table. An image that cannot be
+        decoded is listed in the report, not raised.
 
     Raises:
-        DatasetError: nothing usable at ``data``. ConfigError: a bad ``near_threshold``.
-        An image that cannot be decoded is reported, not raised.
+        DatasetError: nothing usable at ``data``.
+        ConfigError: a bad ``near_threshold``.
 
     Example:
         >>> check = pneumocxr.check_dataset("data/chest_xray")  # doctest: +SKIP

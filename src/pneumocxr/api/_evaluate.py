@@ -24,8 +24,10 @@ class Evaluation:
     ``MulticlassEvaluationResult`` for a k-class checkpoint), with every field and file.
 
     Example:
-        >>> ev.metrics["checkpoint"]["sensitivity"]  # (value, low, high)  # doctest: +SKIP
-        >>> ev.figures["roc"]  # doctest: +SKIP
+        ```python
+        ev.metrics["checkpoint"]["sensitivity"]  # (value, low, high)
+        ev.figures["roc"]
+        ```
     """
 
     result: Any
@@ -239,9 +241,10 @@ def evaluate(
             records no split. DatasetError: no such split in ``data``. ConfigError: a bad option.
 
     Example:
-        >>> ev = pneumocxr.evaluate("runs/cpu_fast", "data/chest_xray", split="validation",  # doctest: +SKIP
-        ...                         out_dir="out/eval")
-        >>> ev.metrics["checkpoint"]["roc_auc"]  # (value, low, high)  # doctest: +SKIP
+        ```python
+        ev = pneumocxr.evaluate("runs/cpu_fast", "data/chest_xray", split="validation", out_dir="out/eval")
+        ev.metrics["checkpoint"]["roc_auc"]  # (value, low, high)
+        ```
     """
     from pneumocxr.evaluation import DEFAULT_N_BOOT, check_prevalence
     from pneumocxr.inference import load_predictor

@@ -36,8 +36,9 @@ def export_onnx(
 
     Raises:
         ConfigError: ``out`` not named ``*.onnx``, an ensemble file, or ``int8`` without calibration
-        images. CheckpointError: a missing or unreadable checkpoint. ModuleNotFoundError: onnx or
-        onnxscript not installed (``pip install 'pneumocxr[onnx]'``).
+            images.
+        CheckpointError: a missing or unreadable checkpoint.
+        ModuleNotFoundError: onnx or onnxscript not installed (``pip install 'pneumocxr[onnx]'``).
 
     Example:
         >>> made = pneumocxr.export_onnx("runs/cpu_fast", "deploy/cpu_fast.onnx")  # doctest: +SKIP

@@ -25,8 +25,9 @@ class StressReport:
     workflow's ``StressResult``.
 
     Example:
-        >>> report.worst()["specificity"]["shift"]  # doctest: +SKIP
-        'crop_top'
+        ```python
+        report.worst()["specificity"]["shift"]  # e.g. 'crop_top'
+        ```
     """
 
     result: Any
@@ -108,7 +109,9 @@ def stress(
         shifts: names (list or comma-separated; None = every shift).
         n_images: a seeded, class-stratified subsample of whole patients (0 = every image).
         seed: fixes the subsample, every shifted image and the bootstrap. n_boot: bootstrap resamples.
-        tta, device, batch_size: as in ``evaluate``.
+        tta: as in ``evaluate``.
+        device: as in ``evaluate``.
+        batch_size: as in ``evaluate``.
 
     Returns:
         A ``StressReport``: ``rows``/``to_frame()``, ``worst()``, ``figures["stress"]``.

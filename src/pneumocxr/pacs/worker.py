@@ -36,7 +36,7 @@ from pneumocxr.pacs.orthanc import OrthancChanges
 from pneumocxr.pacs.sc import build_sc
 from pneumocxr.pacs.selection import is_own_output, skip_reason
 from pneumocxr.pacs.sr import build_sr
-from pneumocxr.store.audit import AuditEntry, AuditLog
+from pneumocxr.store.audit import AuditEntry, AuditLog, prediction_fields
 
 logger = logging.getLogger(__name__)
 
@@ -215,15 +215,7 @@ class PacsWorker:
             status=200,
             latency_ms=latency_ms,
             key_id=self.queue.worker_id,
-            input_sha256=result.input.sha256,
-            input_bytes=result.input.size_bytes,
-            input_format=result.input.format,
-            model_sha256=result.model.sha256,
-            model_name=result.model.name,
-            decision=result.label,
-            probabilities=result.probabilities,
-            threshold=result.threshold,
-            warnings=tuple(w.code for w in result.warnings),
+            **prediction_fields(result),
         )
 
     def run(

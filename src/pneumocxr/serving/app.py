@@ -42,7 +42,7 @@ from pneumocxr.serving.referral import Referral
 from pneumocxr.serving.settings import ServeSettings
 from pneumocxr.serving.uploads import read_image_body
 from pneumocxr.store import Store, open_store
-from pneumocxr.store.audit import AuditEntry, AuditError, AuditLog
+from pneumocxr.store.audit import AuditEntry, AuditError, AuditLog, prediction_fields
 
 logger = logging.getLogger(__name__)
 
@@ -250,15 +250,7 @@ def _entry(request, key_id, route, data, result, failure, latency_ms) -> AuditEn
         "input_bytes": len(data) if data is not None else None,
     }
     if result is not None:
-        fields.update(
-            input_format=result.input.format,
-            model_sha256=result.model.sha256,
-            model_name=result.model.name,
-            decision=result.label,
-            probabilities=result.probabilities,
-            threshold=result.threshold,
-            warnings=tuple(w.code for w in result.warnings),
-        )
+        fields.update(prediction_fields(result))
     return AuditEntry(**fields)
 
 

@@ -68,6 +68,23 @@ class AuditEntry:
     warnings: tuple[str, ...] = ()
 
 
+def prediction_fields(result: Any) -> dict[str, Any]:
+    """The audit fields a prediction fills (``inference.PredictionResult``, read by attribute): the
+    input's sha256, size and format, the model's sha256 and name, the decision, probabilities,
+    threshold and scope-warning codes — the same for the HTTP service and the PACS worker."""
+    return {
+        "input_sha256": result.input.sha256,
+        "input_bytes": result.input.size_bytes,
+        "input_format": result.input.format,
+        "model_sha256": result.model.sha256,
+        "model_name": result.model.name,
+        "decision": result.label,
+        "probabilities": result.probabilities,
+        "threshold": result.threshold,
+        "warnings": tuple(w.code for w in result.warnings),
+    }
+
+
 class AuditLog:
     def __init__(self, store: Store):
         self.store = store

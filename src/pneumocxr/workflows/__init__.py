@@ -11,24 +11,19 @@ Names are imported lazily (PEP 562): ``import pneumocxr.workflows`` costs nothin
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pneumocxr._lazy import lazy_exports
 
 _EXPORTS = {
-    "ComparisonResult": "compare",
-    "compare_models": "compare",
-    "resolve_checkpoint": "compare",
-    "EvaluationResult": "evaluate",
-    "evaluate_checkpoint": "evaluate",
-    "model_label": "evaluate",
-    "Selection": "provenance",
+    "ComparisonResult": ".compare",
+    "compare_models": ".compare",
+    "resolve_checkpoint": ".compare",
+    "EvaluationResult": ".evaluate",
+    "evaluate_checkpoint": ".evaluate",
+    "model_label": ".evaluate",
+    "Selection": ".provenance",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,23 +11,18 @@ Names are imported lazily (PEP 562), as in ``pneumocxr.workflows``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pneumocxr._lazy import lazy_exports
 
 _EXPORTS = {
-    "RunRequest": "pipeline",
-    "RunResult": "pipeline",
-    "run_pipeline": "pipeline",
-    "step_ids": "pipeline",
-    "PRESETS": "recipes",
-    "SkippedModel": "weights",
+    "RunRequest": ".pipeline",
+    "RunResult": ".pipeline",
+    "run_pipeline": ".pipeline",
+    "step_ids": ".pipeline",
+    "PRESETS": ".recipes",
+    "SkippedModel": ".weights",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

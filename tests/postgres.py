@@ -1,4 +1,4 @@
-"""A real PostgreSQL for the PACS queue tests: each test gets its own schema of the CI database.
+"""A real PostgreSQL for the tests (PACS queue, audit store, serving): each test its own schema.
 
 Needs ``PNEUMOCXR_TEST_POSTGRES_URL`` (``eval "$(scripts/ci_postgres.sh)"``); the tests skip without
 it. The schema goes in the URL (``options=-csearch_path=…``), so worker subprocesses given the URL
@@ -28,13 +28,13 @@ def postgres_base_url() -> str:
 
 
 @contextmanager
-def postgres_schema(base: str) -> Iterator[str]:
+def postgres_schema(base: str, prefix: str = "pcx_test") -> Iterator[str]:
     """A URL whose connections use a fresh, empty schema (dropped on exit)."""
     from sqlalchemy import create_engine, text
 
     from pneumocxr.store.db import database_url
 
-    schema = f"pcx_test_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(database_url(base))
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
