@@ -21,10 +21,10 @@ loads no torch, scikit-learn or Lightning.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from pneumocxr._lazy import lazy_exports
+from pneumocxr._version import __version__ as __version__
 
 if TYPE_CHECKING:  # type checkers and the API reference (griffe) see the names; at run time they load lazily
     from pneumocxr.api._card import ModelCard as ModelCard
@@ -68,11 +68,6 @@ if TYPE_CHECKING:  # type checkers and the API reference (griffe) see the names;
     from pneumocxr.api._train import TrainRun as TrainRun
     from pneumocxr.api._train import train as train
 
-
-try:
-    __version__ = version("pneumocxr")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 # public name → the module that defines it (imported when the name is first used)
 _API = {

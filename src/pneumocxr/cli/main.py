@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from pneumocxr import __version__
+from pneumocxr._version import __version__
 from pneumocxr.cli import (
     audit_cmd,
     compare_cmd,

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pneumocxr import __version__
+from pneumocxr._version import __version__
 from pneumocxr.errors import DownloadError
 from pneumocxr.labels import CLASS_NAMES, SPLITS
 from pneumocxr.progress import show_bars

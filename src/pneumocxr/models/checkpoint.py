@@ -66,7 +66,7 @@ def library_versions() -> dict[str, str]:
     pneumocxr's own is ``pneumocxr.__version__``: the version ``--version``, the model card and the
     HTTP API (``GET /v1/model``) report, so a checkpoint and the service that loads it compare equal.
     """
-    from pneumocxr import __version__
+    from pneumocxr._version import __version__
 
     versions = {"python": platform.python_version()}
     for dist in ("torch", "torchvision", "timm"):

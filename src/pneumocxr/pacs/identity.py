@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
 
-from pneumocxr import __version__
+from pneumocxr._version import __version__
 
 MANUFACTURER = "pneumocxr (open source)"
 SERIES_NUMBER_SR = 9701

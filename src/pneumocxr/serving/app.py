@@ -29,7 +29,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 
-from pneumocxr import __version__
+from pneumocxr._version import __version__
 from pneumocxr.errors import PneumoCXRError
 from pneumocxr.inference import PredictorBase
 from pneumocxr.serving import errors, explain_route, page

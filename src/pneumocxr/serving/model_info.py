@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pneumocxr import __version__
+from pneumocxr._version import __version__
 from pneumocxr.inference import PredictorBase
 from pneumocxr.inference.scope import CHECKS, ScopePolicy
 from pneumocxr.serving.settings import ServeSettings

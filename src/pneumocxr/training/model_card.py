@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pneumocxr import __version__
+from pneumocxr._version import __version__
 from pneumocxr.errors import CheckpointError, ConfigError
 from pneumocxr.evaluation.model_card import augmentation_text, render_model_card, table
 from pneumocxr.evaluation.model_card_inputs import SELECTION_WORDS, read_evaluation

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pneumocxr import __version__
+from pneumocxr._version import __version__
 from pneumocxr.config import Preprocess, to_dict
 from pneumocxr.errors import CheckpointError, ConfigError
 from pneumocxr.inference.onnx_runtime import (
