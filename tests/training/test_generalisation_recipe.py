@@ -62,6 +62,8 @@ def test_cpu_accurate_recipe_trains_the_whole_network_with_wide_zoom():
     assert config.model.name == "efficientnet_lite0" and config.model.pretrained
     assert not config.train.frozen_features and config.train.finetune_epochs == 0
     assert config.train.augment == "fov"
+    # texture too: without noise/blur ranges the model read texture (stress suite, docs/RESULTS.md)
+    assert dict(config.train.augment_overrides) == {"noise": 0.03, "blur": 1.0}
     assert config.train.ema_decay > 0 and config.train.label_smoothing > 0
     assert config.train.lr_schedule == "cosine"
     assert config.train.select_on == "stress" and config.train.threshold_rule == "target_sensitivity"
