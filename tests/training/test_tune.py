@@ -284,9 +284,10 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, data_ro
 def wait_for_a_finished_and_a_running_trial(
     url: str, process: subprocess.Popen, n_trials: int
 ) -> dict[int, tuple]:
-    """Poll the study until one trial is complete and the next is training, with at least one trial
-    not yet started (so the search cannot finish before the signal lands, even when polling the
-    SQLite file is slowed by a busy machine); its complete trials."""
+    """Poll the study until one trial is complete and the next is training, with at least three
+    trials not yet started (so the search cannot finish before the signal lands: on an idle machine
+    a tiny trial takes well under a second, and one spare trial was not always enough); its complete
+    trials."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -296,7 +297,7 @@ def wait_for_a_finished_and_a_running_trial(
             trials = study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state.name == "RUNNING" and "config" in t.user_attrs]
             done = [t for t in trials if t.state.name == "COMPLETE"]
-            if done and running and len(done) + len(running) < n_trials:
+            if done and running and len(done) + len(running) <= n_trials - 3:
                 return {t.number: (t.value, t.datetime_complete) for t in done}
         time.sleep(0.1)
     pytest.fail("no trial finished within 180 s")
