@@ -23,6 +23,7 @@ from pneumocxr.errors import ConfigError
 from pneumocxr.imaging import MAX_PIXELS
 from pneumocxr.inference import load_predictor
 from pneumocxr.serving.app import create_app
+from pneumocxr.serving.model_info import model_card
 from pneumocxr.serving.settings import ServeSettings
 from pneumocxr.store import open_store
 from pneumocxr.store.audit import AuditLog
@@ -357,6 +358,36 @@ def test_the_model_endpoint_describes_what_answers(api, predictor):
     assert info["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert info["operating_point"]["threshold"] == pytest.approx(0.45)
     assert "Research use only" in info["intended_use"] and info["model_card"].startswith("# Model card")
+
+
+def _run_layout(tmp_path: Path, checkpoint: Path, card_text: str) -> Path:
+    """``<out>/models/<model>.pt`` with ``<out>/model_cards/<model>.md`` beside it, as ``run`` writes them."""
+    model = tmp_path / "out" / "models" / "tiny.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(checkpoint.read_bytes())
+    (tmp_path / "out" / "model_cards").mkdir()
+    (tmp_path / "out" / "model_cards" / "tiny.md").write_text(card_text, encoding="utf-8")
+    return model
+
+
+def test_the_card_run_wrote_beside_the_checkpoint_is_served_when_it_names_its_sha256(tmp_path, checkpoint):
+    sha = load_predictor(checkpoint, device="cpu").identity.sha256
+    model = _run_layout(tmp_path, checkpoint, f"# Card from run\n\nCheckpoint (sha256 {sha})\n")
+    predictor = load_predictor(model, device="cpu")
+    store = open_store(tmp_path / "audit.db")
+    app = create_app(ServeSettings(model=model, auth=False), predictor=predictor, store=store)
+    try:
+        with TestClient(app) as client:
+            assert client.get("/v1/model").json()["model_card"].startswith("# Card from run")
+    finally:
+        store.dispose()
+
+
+def test_a_card_for_another_checkpoint_is_not_served_as_this_ones(tmp_path, checkpoint):
+    model = _run_layout(tmp_path, checkpoint, "# Card from run\n\nCheckpoint (sha256 0123abcd)\n")
+    settings = ServeSettings(model=model, auth=False)
+    card = model_card(settings, load_predictor(model, device="cpu").identity.sha256)
+    assert card is None or not card.startswith("# Card from run")
 
 
 # ----------------------------------------------------------------------------- audit

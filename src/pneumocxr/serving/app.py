@@ -36,7 +36,7 @@ from pneumocxr.serving import errors, explain_route, page
 from pneumocxr.serving.auth import key_checker
 from pneumocxr.serving.limits import Admission, BodyLimit, BodyTooLarge, too_large
 from pneumocxr.serving.metrics import Metrics
-from pneumocxr.serving.model_info import model_info
+from pneumocxr.serving.model_info import model_card, model_info
 from pneumocxr.serving.model_loading import load_for_serving
 from pneumocxr.serving.referral import Referral
 from pneumocxr.serving.settings import ServeSettings
@@ -59,6 +59,7 @@ class ServiceState:
     referral: Referral | None = None
     explain_predictor: Any = None  # () -> the torch predictor /v1/explain maps with
     ready: bool = False
+    card_looked_up: bool = False
 
 
 def create_app(
@@ -143,6 +144,11 @@ def create_app(
     async def model(key_id: str | None = Depends(require_key)) -> dict:
         """What answers: identity (sha256), classes, operating point, intended use and the model card."""
         _ready(state)
+        if state.info["model_card"] is None and not state.card_looked_up:
+            identity = state.predictor.identity
+            checkpoint_sha = identity.source_sha256 or identity.sha256
+            state.info["model_card"] = await anyio.to_thread.run_sync(model_card, settings, checkpoint_sha)
+            state.card_looked_up = True
         return state.info
 
     async def answer(request: Request, key_id: str | None, route: str, work: ModelWork) -> tuple[dict, Any]:

@@ -42,19 +42,33 @@ def model_info(predictor: PredictorBase, settings: ServeSettings) -> dict[str, A
         "inputs": {"formats": ["JPEG", "PNG", "DICOM"], "max_upload_bytes": settings.max_upload_bytes},
         "scope_checks": {code: ("refused" if code in policy.refuse else "warned") for code in CHECKS},
         "intended_use": INTENDED_USE,
-        "model_card": _card(settings),
+        "model_card": None,  # filled in by the first GET /v1/model (model_card below): not at start-up
         "parameters": described.get("parameters"),
     }
 
 
-def _card(settings: ServeSettings) -> str | None:
-    """The model card: the file named by --card, else built from the checkpoint (None if that fails)."""
+def model_card(settings: ServeSettings, checkpoint_sha256: str | None) -> str | None:
+    """The model card: the file named by --card; else the card ``pneumocxr run`` wrote beside the
+    checkpoint (``<out>/model_cards/<model>.md`` for ``<out>/models/<model>.pt``: it carries the run's
+    evaluations and stress results) when it names this checkpoint's sha256; else one built from the
+    checkpoint. None if that fails: a card is information, not a reason to refuse to serve.
+
+    Building imports the training stack (~300 MB, seconds), so the service does it on the first
+    request that asks, not at start-up.
+    """
     if settings.card is not None:
         return Path(settings.card).read_text(encoding="utf-8")
+    model = Path(settings.model)
+    written = model.parent.parent / "model_cards" / f"{model.stem}.md"
+    if checkpoint_sha256 and written.is_file():
+        text = written.read_text(encoding="utf-8")
+        if checkpoint_sha256 in text:
+            return text
+        logger.info("%s describes another checkpoint (sha256 differs): building a card instead", written)
     try:
         from pneumocxr.training.model_card import build_model_card
 
-        return build_model_card(settings.model)
-    except Exception as exc:  # a card is information, not a reason to refuse to serve
-        logger.warning("no model card for %s (%s); pass --card", settings.model, type(exc).__name__)
+        return build_model_card(model)
+    except Exception as exc:
+        logger.warning("no model card for %s (%s); pass --card", model, type(exc).__name__)
         return None
