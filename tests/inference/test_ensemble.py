@@ -19,7 +19,7 @@ from pneumocxr.config import DataConfig
 from pneumocxr.data.discovery import discover
 from pneumocxr.data.splits import patient_split
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
-from pneumocxr.evaluation import choose_threshold
+from pneumocxr.evaluation import all_rules, choose_threshold
 from pneumocxr.explain import explain_images
 from pneumocxr.inference import load_predictor
 from pneumocxr.inference.ensemble import TTA_VIEWS, EnsembleBatch, EnsemblePredictor, TTAModel
@@ -27,6 +27,7 @@ from pneumocxr.models import create_model
 from pneumocxr.training.datamodule import split_info
 from pneumocxr.workflows import compare_models, evaluate_checkpoint
 from pneumocxr.workflows.ensemble_create import create_ensemble
+from pneumocxr.workflows.operating_rules import rule_threshold, stored_rules
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,30 @@ def test_threshold_and_conformal_data_come_from_the_shared_validation_split(data
     conformal = predictor.meta.extra["conformal"]
     assert conformal["labels"] == y.tolist() and conformal["probabilities"] == p.tolist()
     assert predictor.meta.extra["threshold_choice"]["chosen_on"].startswith("validation")
+
+
+def test_every_threshold_rule_is_stored_and_members_trained_at_one_rule_keep_it(data, tmp_path):
+    """An ensemble stores every rule like training does; by default it decides at the rule its members
+    were trained with (cpu_accurate: target_sensitivity), and --threshold-rule picks another."""
+    _, val = validation_split(data)
+    split = validation_split(data)[0]
+    at_target = {"split": split, "operating_point": {"threshold_rule": "target_sensitivity"}}
+    members = [
+        write_checkpoint(tmp_path / "a.pt", seed=1, temperature=1.5, extra=at_target),
+        write_checkpoint(tmp_path / "b.pt", seed=2, temperature=0.7, extra=at_target),
+    ]
+    y, p = np.array([r.label for r in val]), mean_of_members(members, val)
+    expected = all_rules(y, p)
+    made = create_ensemble(tmp_path / "kept.pt", members, device="cpu")
+    predictor = load_predictor(made.path, device="cpu")
+    assert predictor.threshold_rule == "target_sensitivity"
+    assert predictor.threshold == expected["target_sensitivity"].threshold
+    assert stored_rules(predictor.meta).keys() == expected.keys()
+    assert rule_threshold(predictor.meta, "youden") == expected["youden"].threshold
+    chosen = create_ensemble(tmp_path / "y.pt", members, device="cpu", threshold_rule="youden_edge")
+    assert load_predictor(chosen.path, device="cpu").threshold == expected["youden_edge"].threshold
+    with pytest.raises(ConfigError, match="not a threshold rule"):
+        create_ensemble(tmp_path / "z.pt", members, device="cpu", threshold_rule="best")
 
 
 def test_members_validated_on_different_patients_are_refused(data, members, tmp_path):

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from pneumocxr.cli.common_args import add_device_options
+from pneumocxr.config import THRESHOLD_RULES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Members: checkpoint files, run folders (their best.pt) or ONE cross-validation folder "
         "(its fold models; the threshold and conformal calibration come from its out-of-fold predictions). "
         "Separately trained runs must share their validation split; the ensemble predicts it to choose "
-        "its threshold (Youden) and calibrate conformal sets. A single member is allowed: it gives that "
+        "its threshold (every rule is stored; --threshold-rule picks the one it decides at) and calibrate "
+        "conformal sets. A single member is allowed: it gives that "
         "checkpoint stored conformal calibration (and TTA with --tta).",
     )
     create.add_argument("out", type=Path, metavar="OUT.pt", help="ensemble file to write")
@@ -49,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument(
         "--tta", action="store_true", help="test-time augmentation (small shifts/scales, no flips) by default"
     )
+    create.add_argument(
+        "--threshold-rule",
+        choices=THRESHOLD_RULES,
+        help="the rule the ensemble decides at (default: the rule its members were trained with when they "
+        "agree, else youden); every rule is stored for evaluate --threshold-rule",
+    )
     add_device_options(create)
     create.add_argument("--cache-dir", type=Path, help="preprocessed-image cache for the validation images")
     create.set_defaults(handler=run_create)
@@ -72,12 +80,13 @@ def run_create(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         cache_dir=args.cache_dir,
+        threshold_rule=args.threshold_rule,
     )
     v, t, c = made.validation, made.threshold, made.conformal
     print(f"ensemble of {len(made.members)}: {', '.join(made.members)}" + (" (with TTA)" if made.tta else ""))
     print(
         f"threshold {t['threshold']:.4f} on the mean calibrated probability, "
-        f"chosen on {t['chosen_on']} (Youden)"
+        f"chosen on {t['chosen_on']} (rule {t['threshold_rule']})"
     )
     print(
         f"there: AUC {v['roc_auc']:.4f}  accuracy {v['accuracy']:.4f}  sensitivity {v['sensitivity']:.4f}  "

@@ -15,8 +15,12 @@ Where the validation predictions come from:
   validation split (same data, ``data.split_seed``, ``data.val_fraction``): checked through the
   validation-patient hash training records. The ensemble predicts those images itself.
 
-The members' own temperatures calibrate them first; the ensemble adds no temperature. The threshold
-maximises Youden's J, like training. The validation labels and probabilities are stored in the file,
+The members' own temperatures calibrate them first; the ensemble adds no temperature. Every threshold
+rule (``evaluation.thresholds.RULES``) is computed on those predictions and stored like training
+stores them (``extra["operating_point"]["rules"]``, so ``evaluate --threshold-rule`` works on the
+ensemble too); the ensemble decides at ``threshold_rule``: by default the rule its members were
+trained to use when they agree (``cpu_accurate`` members: ``target_sensitivity``), else ``youden``.
+The validation labels and probabilities are stored in the file,
 so ``evaluate`` can fit conformal sets at the stored α (or another) without the validation images.
 """
 
@@ -34,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from pneumocxr.config import DataConfig
+from pneumocxr.config import THRESHOLD_RULES, DataConfig
 from pneumocxr.data.cache import PreprocessedCache
 from pneumocxr.data.discovery import discover
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.errors import CheckpointError, ConfigError, DatasetError
-from pneumocxr.evaluation import METRIC_NAMES, binary_metrics, choose_threshold
+from pneumocxr.evaluation import METRIC_NAMES, all_rules, binary_metrics
 from pneumocxr.evaluation.conformal import calibrate, check_alpha, prediction_sets, set_summary
 from pneumocxr.inference.ensemble import COMBINE_RULE, EnsemblePredictor, TTAModel
 from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE, Predictor, file_sha256
@@ -48,6 +52,7 @@ from pneumocxr.models import CheckpointMeta
 from pneumocxr.models.checkpoint import rebuild_model
 from pneumocxr.models.ensemble_file import checkpoint_payload, save_ensemble
 from pneumocxr.training.datamodule import split_records
+from pneumocxr.workflows.operating_rules import check_rule_name
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +124,14 @@ def create_ensemble(
     device: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     cache_dir: str | os.PathLike | None = None,
+    threshold_rule: str | None = None,
 ) -> EnsembleCreated:
     """Write the ensemble file ``out`` (module docstring); ``data_root`` overrides where the members'
-    validation images are (when the training folder has moved)."""
+    validation images are (when the training folder has moved); ``threshold_rule`` None = the
+    members' common rule, else youden."""
     alpha = check_alpha(alpha)
+    if threshold_rule is not None:
+        check_rule_name(threshold_rule)
     resolved, cv_dir = resolve_members(members)
     names = [n for n, _ in resolved]
     payloads = [checkpoint_payload(p) for _, p in resolved]
@@ -143,7 +152,10 @@ def create_ensemble(
     else:
         y, p, split = _validation_calibration(payloads, names, data_root, tta, device, batch_size, cache_dir)
         source = "validation"
-    choice = choose_threshold(y, p, method="youden")
+    rule = threshold_rule or members_rule(payloads)
+    # bootstrap_median resamples images here: the pooled predictions carry no patient per image
+    rules = all_rules(y, p)
+    choice = rules[rule]
     values = binary_metrics(y, p, choice.threshold)
     validation = {name: float(values[name]) for name in METRIC_NAMES}
     calibration = calibrate(y, p, alpha, method=conformal_method, class_conditional=class_conditional)
@@ -155,7 +167,12 @@ def create_ensemble(
         # out-of-fold predictions were made without TTA: only the members' own validation can say
         "threshold_chosen_with_tta": bool(tta) and source == "validation",
         "split": split,
-        "threshold_choice": {**choice.to_dict(), "chosen_on": chosen_on},
+        "threshold_choice": {**choice.to_dict(), "threshold_rule": rule, "chosen_on": chosen_on},
+        "operating_point": {
+            "threshold_rule": rule,
+            "rules": {name: c.to_dict() for name, c in rules.items()},
+            "chosen_on": chosen_on,
+        },
         "members": [
             {
                 "name": name,
@@ -322,6 +339,16 @@ def _recorded_holdout(cv_dir: Path, settings: tuple, oof: dict[str, int]) -> dic
         )
     logger.info("%s: %d patients held out of every fold (from %s)", cv_dir, len(patients), CV_FILE)
     return {**held, "kind": "cv-holdout"}
+
+
+def members_rule(payloads: Sequence[dict[str, Any]]) -> str:
+    """The threshold rule every member's training used (``train.threshold_rule``), else youden."""
+    used = set()
+    for payload in payloads:
+        operating = (payload.get("extra") or {}).get("operating_point") or {}
+        used.add(operating.get("threshold_rule") if isinstance(operating, dict) else None)
+    (rule,) = used if len(used) == 1 else (None,)
+    return rule if rule in THRESHOLD_RULES else "youden"
 
 
 def _class_counts(records: Sequence[ImageRecord]) -> list[int]:

@@ -3,8 +3,8 @@
 ``pneumocxr train`` stores every rule of ``evaluation.thresholds`` (chosen on the calibrated
 validation probabilities) under ``extra["operating_point"]["rules"]`` and uses one of them
 (``threshold_rule``) as the checkpoint's threshold. ``evaluate --threshold-rule RULE`` measures the
-same model at another rule's threshold without the validation images. Checkpoints written before
-the rules were stored, and ensembles (their threshold is chosen on out-of-fold predictions), hold
+same model at another rule's threshold without the validation images; ``ensemble create`` stores
+them the same way. Checkpoints and ensembles written before the rules were stored hold
 no such table: asking them for a rule is refused with the reason, never answered with a guess.
 Cheap to import (no evaluation code): the API may use it.
 """
@@ -54,14 +54,11 @@ def rule_threshold(meta: CheckpointMeta, rule: str) -> float:
     check_rule_name(rule)
     rules = stored_rules(meta)
     if not rules:
-        why = (
-            "it is an ensemble (its threshold was chosen on out-of-fold predictions)"
-            if "threshold_choice" in meta.extra
-            else "it was written before pneumocxr stored every threshold rule"
-        )
+        again = "re-create the ensemble" if "threshold_choice" in meta.extra else "retrain it"
         raise CheckpointError(
-            f"{meta.path} stores no threshold rules ({why}); omit --threshold-rule to use its threshold "
-            f"{meta.threshold:.4g}, or retrain it to store them"
+            f"{meta.path} stores no threshold rules (it was written before pneumocxr stored every "
+            f"threshold rule); omit --threshold-rule to use its threshold {meta.threshold:.4g}, or {again} "
+            "to store them"
         )
     if rule not in rules:
         raise CheckpointError(
