@@ -10,33 +10,23 @@ holds) and both are scored by ``Predictor.predict``; the two must agree.
 from __future__ import annotations
 
 import argparse
-import io
+import sys
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from pneumocxr.imaging import read_image
-from pneumocxr.inference import load_predictor
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "imaging"))  # dicom_factory: the tests' DICOM writer
+
+from dicom_factory import dicom_bytes  # noqa: E402
+
+from pneumocxr.imaging import read_image  # noqa: E402
+from pneumocxr.inference import load_predictor  # noqa: E402
 
 
 def as_dicom(levels: np.ndarray) -> bytes:
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, (ds.Rows, ds.Columns) = "CR", levels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = levels.tobytes()
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
+    """An 8-bit MONOCHROME2 CR file of ``levels``, as a PACS export of the JPEG holds it."""
+    return dicom_bytes(levels, modality="CR")
 
 
 def main() -> None:

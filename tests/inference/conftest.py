@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,17 +23,21 @@ def write_checkpoint(
     in_channels: int = 1,
     extra: dict | None = None,
     task: str = "binary",
+    prepare: Callable[[torch.nn.Module], None] | None = None,
 ) -> Path:
     """An untrained but deterministic custom_cnn checkpoint; its logits differ between images.
 
     ``task``: labels.TASKS; a k-class task gets k logits and its own class names (one helper for the
-    binary and the three-class tests of inference and explain).
+    binary and the three-class tests of inference and explain). ``prepare(model)``: changes the
+    freshly built model in place before it is saved (e.g. test_onnx's spread logits).
     """
     torch.manual_seed(seed)
     kwargs = {"image_size": IMAGE_SIZE, "in_channels": in_channels}
     if task != "binary":
         kwargs["num_classes"] = len(task_class_names(task))
     model = create_model("custom_cnn", **kwargs)
+    if prepare is not None:
+        prepare(model)
     return save_checkpoint(
         path,
         model,

@@ -19,30 +19,39 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.inference.conftest import IMAGE_SIZE, write_checkpoint
 
 from pneumocxr.cli.main import main
 from pneumocxr.errors import CheckpointError, ConfigError
 from pneumocxr.inference import load_predictor
 from pneumocxr.inference.onnx_runtime import sidecar_path
 from pneumocxr.inference.predictor import file_sha256
-from pneumocxr.labels import task_class_names
-from pneumocxr.models import create_model, save_checkpoint, to_model_input
+from pneumocxr.models import to_model_input
 from pneumocxr.models.ensemble_file import checkpoint_payload, save_ensemble
 from pneumocxr.workflows.onnx_export import export_onnx, synthetic_pixels
 
-SIZE = 32
+SIZE = IMAGE_SIZE  # conftest's checkpoints: 32 px
 TOLERANCE = 1e-4  # max |Δ calibrated probability| between ONNX Runtime (fp32) and torch
 
 
 def spread_checkpoint(path, *, task="binary", threshold=0.5, temperature=1.3, seed=0):
-    """A 32-px custom_cnn whose logits spread over several units on synthetic images: BatchNorm
-    running variances shrunk (each BN layer amplifies ×10), then the last Linear rescaled so the
-    logits have mean 0 and std 3 on the check images."""
-    torch.manual_seed(seed)
-    kwargs = {"image_size": SIZE, "in_channels": 1}
-    if task != "binary":
-        kwargs["num_classes"] = len(task_class_names(task))
-    model = create_model("custom_cnn", **kwargs).eval()
+    """A 32-px custom_cnn (conftest's ``write_checkpoint``) whose logits spread over several units
+    on synthetic images (``_spread_logits``)."""
+    return write_checkpoint(
+        path,
+        seed=seed,
+        task=task,
+        threshold=threshold,
+        temperature=temperature,
+        extra={"operating_point": {"threshold_rule": "youden"}, "split": {"val_patients": ["101", "102"]}},
+        prepare=_spread_logits,
+    )
+
+
+def _spread_logits(model):
+    """BatchNorm running variances shrunk (each BN layer amplifies ×10), then the last Linear
+    rescaled so the logits have mean 0 and std 3 on the check images."""
+    model.eval()
     for module in model.modules():
         if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
             module.running_var.fill_(0.01)
@@ -52,18 +61,6 @@ def spread_checkpoint(path, *, task="binary", threshold=0.5, temperature=1.3, se
         scale = 3.0 / z.std(dim=0)  # (k,)
         last.weight.mul_(scale[:, None])
         last.bias.mul_(scale).sub_(z.mean(dim=0) * scale)
-    return save_checkpoint(
-        path,
-        model,
-        model_name="custom_cnn",
-        model_kwargs=kwargs,
-        preprocess=model.spec.preprocess,
-        class_names=task_class_names(task),
-        task=task,
-        threshold=threshold,
-        temperature=temperature,
-        extra={"operating_point": {"threshold_rule": "youden"}, "split": {"val_patients": ["101", "102"]}},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from dicom_factory import make_dataset
 from PIL import Image
 from tests.conftest import make_kermany_tree
 from tests.inference.conftest import write_checkpoint
@@ -118,20 +119,8 @@ def test_importing_the_core_loads_no_training_or_evaluation_stack():
 
 
 def _dicom_dataset(levels: np.ndarray, **attributes):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = levels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = levels.tobytes()
+    """dicom_factory's 8-bit MONOCHROME2 data set of ``levels``, then ``attributes`` (keyword → value) set."""
+    ds = make_dataset(levels)
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     return ds

@@ -26,6 +26,7 @@ Conv biases are omitted because the BatchNorm that follows has its own shift.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 from torch import nn
 
@@ -36,15 +37,55 @@ from pneumocxr.models.registry import Built, check_image_size, num_logits, regis
 FILTERS = (32, 64, 128, 256)
 
 
-def _block(in_ch: int, out_ch: int, convs: int, dropout: float) -> nn.Sequential:
+def conv_block(
+    in_ch: int,
+    out_ch: int,
+    convs: int,
+    dropout: float,
+    after_pool: Mapping[str, Callable[[int], nn.Module]] | None = None,
+) -> nn.Sequential:
+    """``convs`` × (3×3 conv, BatchNorm, ReLU) → 2×2 MaxPool → ``after_pool`` → Dropout.
+
+    ``after_pool``: layer name → factory taking ``out_ch``, built in that order between the pooling
+    and the Dropout (custom_cnn_attention's CBAM). Layer names are checkpoint state_dict keys.
+    """
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for i in range(1, convs + 1):
         layers[f"conv{i}"] = nn.Conv2d(in_ch if i == 1 else out_ch, out_ch, 3, padding=1, bias=False)
         layers[f"bn{i}"] = nn.BatchNorm2d(out_ch)
         layers[f"relu{i}"] = nn.ReLU()  # not in-place: Grad-CAM hooks read this output
     layers["pool"] = nn.MaxPool2d(2)
+    for name, make in (after_pool or {}).items():
+        layers[name] = make(out_ch)
     layers["drop"] = nn.Dropout(dropout)
     return nn.Sequential(layers)
+
+
+def build_net(
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    dropout: float,
+    block: Callable[[int, int], nn.Module],
+) -> nn.Sequential:
+    """``features`` (one ``block(in_ch, out_ch)`` per entry of FILTERS, each halving the side) →
+    ``classifier`` (Flatten → Dense 512 → Dense 256 → logits, ReLU and ``dropout`` between)."""
+    blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    channels, side = in_channels, image_size
+    for i, filters in enumerate(FILTERS, start=1):
+        blocks[f"block{i}"] = block(channels, filters)
+        channels, side = filters, side // 2
+    classifier = nn.Sequential(
+        nn.Flatten(),  # (N, 256, side, side) → (N, 256·side²)
+        nn.Linear(channels * side * side, 512),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(512, 256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(256, num_logits(num_classes)),
+    )
+    return nn.Sequential(OrderedDict(features=nn.Sequential(blocks), classifier=classifier))
 
 
 @register_model("custom_cnn")
@@ -62,22 +103,13 @@ def custom_cnn(
         raise ConfigError(f"custom_cnn: convs_per_block={convs_per_block!r}; use 1 or 2")
     # The seed's Keras pipeline only rescales to [0, 1] (rescale=1/255): mean 0, std 1.
     preprocess = make_preprocess(image_size, in_channels, (0.0,), (1.0,))
-    blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, side = in_channels, image_size
-    for i, filters in enumerate(FILTERS, start=1):
-        blocks[f"block{i}"] = _block(channels, filters, convs_per_block, block_dropout)
-        channels, side = filters, side // 2
-    classifier = nn.Sequential(
-        nn.Flatten(),  # (N, 256, side, side) → (N, 256·side²)
-        nn.Linear(channels * side * side, 512),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(512, 256),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(256, num_logits(num_classes)),
+    net = build_net(
+        in_channels,
+        image_size,
+        num_classes,
+        dropout,
+        lambda in_ch, out_ch: conv_block(in_ch, out_ch, convs_per_block, block_dropout),
     )
-    net = nn.Sequential(OrderedDict(features=nn.Sequential(blocks), classifier=classifier))
     return Built(
         net=net,
         preprocess=preprocess,

@@ -35,16 +35,14 @@ re-estimates BatchNorm statistics with dropout off before validating and exporti
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pneumocxr.errors import ConfigError
 from pneumocxr.models.channels import make_preprocess
-from pneumocxr.models.custom_cnn import FILTERS
-from pneumocxr.models.registry import Built, check_image_size, num_logits, register_model
+from pneumocxr.models.custom_cnn import build_net, conv_block
+from pneumocxr.models.registry import Built, check_image_size, register_model
 
 
 class ChannelAttention(nn.Module):
@@ -94,19 +92,6 @@ class CBAM(nn.Module):
         return x * self.spatial(x)  # (N, C, H, W) * (N, 1, H, W)
 
 
-def _block(in_ch: int, out_ch: int, convs: int, dropout: float, reduction: int, kernel: int) -> nn.Sequential:
-    """``custom_cnn``'s block with CBAM between the pooling and the Dropout (same layer names)."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    for i in range(1, convs + 1):
-        layers[f"conv{i}"] = nn.Conv2d(in_ch if i == 1 else out_ch, out_ch, 3, padding=1, bias=False)
-        layers[f"bn{i}"] = nn.BatchNorm2d(out_ch)
-        layers[f"relu{i}"] = nn.ReLU()  # not in-place: Grad-CAM hooks read this output
-    layers["pool"] = nn.MaxPool2d(2)
-    layers["cbam"] = CBAM(out_ch, reduction, kernel)
-    layers["drop"] = nn.Dropout(dropout)
-    return nn.Sequential(layers)
-
-
 @register_model("custom_cnn_attention")
 def custom_cnn_attention(
     image_size: int = 224,
@@ -130,24 +115,13 @@ def custom_cnn_attention(
         )
     # Like custom_cnn: the seed's Keras pipeline only rescales to [0, 1] (mean 0, std 1).
     preprocess = make_preprocess(image_size, in_channels, (0.0,), (1.0,))
-    blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, side = 3, image_size  # the network always takes 3 channels (module docstring)
-    for i, filters in enumerate(FILTERS, start=1):
-        blocks[f"block{i}"] = _block(
-            channels, filters, convs_per_block, block_dropout, reduction, spatial_kernel
-        )
-        channels, side = filters, side // 2
-    classifier = nn.Sequential(
-        nn.Flatten(),  # (N, 256, side, side) → (N, 256·side²)
-        nn.Linear(channels * side * side, 512),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(512, 256),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(256, num_logits(num_classes)),
-    )
-    net = nn.Sequential(OrderedDict(features=nn.Sequential(blocks), classifier=classifier))
+
+    def block(in_ch: int, out_ch: int) -> nn.Sequential:
+        """custom_cnn's block with CBAM between the pooling and the Dropout (same layer names)."""
+        cbam = {"cbam": lambda channels: CBAM(channels, reduction, spatial_kernel)}
+        return conv_block(in_ch, out_ch, convs_per_block, block_dropout, after_pool=cbam)
+
+    net = build_net(3, image_size, num_classes, dropout, block)  # always 3 channels (module docstring)
     return Built(
         net=net,
         preprocess=preprocess,

@@ -48,7 +48,7 @@ from pneumocxr.inference.predictor import DEFAULT_BATCH_SIZE
 from pneumocxr.workflows import outputs
 from pneumocxr.workflows.evaluate import EvaluationResult, evaluate_checkpoint, model_label
 from pneumocxr.workflows.provenance import inference_settings, inference_suffix
-from pneumocxr.workflows.results_table import csv_cell
+from pneumocxr.workflows.results_table import csv_cell, performance_csv_path
 from pneumocxr.workflows.validation import VALIDATION, shared_validation
 
 logger = logging.getLogger(__name__)
@@ -136,9 +136,7 @@ def compare_models(
     else:
         sources = [(data_root, split)] * len(checkpoints)
     out_dir = Path(out_dir)
-    table_csv = (
-        Path(results_csv) if results_csv is not None else out_dir / "results" / "performance_metrics.csv"
-    )
+    table_csv = performance_csv_path(out_dir, results_csv)  # one table for every model
     evaluations: dict[str, EvaluationResult] = {}
     speeds: dict[str, dict[str, Any]] = {}
     params: dict[str, tuple[int, int]] = {}

@@ -22,7 +22,7 @@ from pneumocxr.data.records import ImageRecord
 from pneumocxr.inference.predictor import PredictionBatch, Predictor, device_description
 from pneumocxr.models import CheckpointMeta
 from pneumocxr.workflows.provenance import Selection, selection_check
-from pneumocxr.workflows.results_table import update_performance_csv
+from pneumocxr.workflows.results_table import performance_csv_path, update_performance_csv
 
 CONFIDENCE = 0.95  # of every interval an evaluation reports
 
@@ -101,12 +101,7 @@ def write_performance_rows(
     """
     for row in rows:
         row.update(checkpoint_sha256=result.checkpoint_sha256, evaluated_at=when)
-    table = (
-        Path(results_csv)
-        if results_csv is not None
-        else result.out_dir / "results" / "performance_metrics.csv"
-    )
-    return update_performance_csv(table, rows)
+    return update_performance_csv(performance_csv_path(result.out_dir, results_csv), rows)
 
 
 def identity(result: Evaluated) -> dict[str, str]:

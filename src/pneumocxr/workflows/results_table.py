@@ -114,6 +114,16 @@ def csv_cell(value: object) -> object:
     return "" if value is None else value
 
 
+def performance_csv_path(out_dir: str | os.PathLike, results_csv: str | os.PathLike | None) -> Path:
+    """Where an evaluation into ``out_dir`` adds its rows: ``results_csv``, by default
+    ``out_dir/results/performance_metrics.csv``."""
+    return (
+        Path(results_csv)
+        if results_csv is not None
+        else Path(out_dir) / "results" / "performance_metrics.csv"
+    )
+
+
 def update_performance_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> Path:
     """Append ``rows``, first removing existing rows with the same key (see module docstring)."""
     path = Path(path)
