@@ -19,6 +19,8 @@
   unaudited nor an audited job pending.
 - **Retries** for transient failures (PACS down or slow) with exponential backoff and a cap; after
   ``max_attempts`` the job is ``failed`` with its reason. An unreadable film fails at once.
+- **Re-queued by hand**: ``requeue`` puts failed jobs back (``pneumocxr pacs jobs retry``) with
+  their attempts reset.
 - **Times** are UTC: naive on SQLite (compared as text), aware on PostgreSQL (so ``timestamptz``
   columns hold the right instant whatever the server's ``TimeZone``).
 """
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,6 +38,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pneumocxr.errors import ConfigError
 from pneumocxr.store import Store
 from pneumocxr.store.audit import AuditEntry, audit_record
 from pneumocxr.store.schema import PacsJob, PacsState
@@ -240,6 +243,49 @@ class JobQueue:
                 {c.name: getattr(r, c.name) for c in PacsJob.__table__.columns}
                 for r in session.scalars(query)
             ]
+
+    def requeue(self, job_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Failed jobs back to ``pending``, due now, with their attempts reset (any model): those of
+        ``job_ids``, or every failed job when it is None. All or nothing: ConfigError naming the id
+        when one does not exist or is not failed. Returns the re-queued rows as they were."""
+        query = select(PacsJob).order_by(PacsJob.id)
+        if job_ids is None:
+            query = query.where(PacsJob.status == "failed")
+        else:
+            query = query.where(PacsJob.id.in_(list(job_ids)))
+        with self.store.session() as session:
+            rows = {
+                r.id: {c.name: getattr(r, c.name) for c in PacsJob.__table__.columns}
+                for r in session.scalars(query)
+            }
+            wanted = sorted(rows) if job_ids is None else list(dict.fromkeys(job_ids))
+            for job_id in wanted:
+                if job_id not in rows:
+                    raise ConfigError(f"job {job_id} does not exist (`pneumocxr pacs jobs` lists them)")
+                status = rows[job_id]["status"]
+                if status != "failed":
+                    raise ConfigError(
+                        f"job {job_id} is {status}, not failed: only failed jobs can be retried"
+                    )
+            moment = self.now()
+            for job_id in wanted:
+                was = rows[job_id]["reason"]
+                changed = session.execute(
+                    update(PacsJob)
+                    .where(PacsJob.id == job_id, PacsJob.status == "failed")  # nobody changed it since
+                    .values(
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=moment,
+                        locked_by=None,
+                        locked_at=None,
+                        reason=f"re-queued by hand; it had failed: {was}" if was else "re-queued by hand",
+                        updated_at=moment,
+                    )
+                ).rowcount
+                if changed != 1:  # raising rolls the whole re-queue back
+                    raise ConfigError(f"job {job_id} changed while it was being re-queued; try again")
+        return [rows[job_id] for job_id in wanted]
 
     def get_state(self, name: str, default: str | None = None) -> str | None:
         with self.store.session() as session:
