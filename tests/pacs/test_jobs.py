@@ -242,3 +242,81 @@ def test_pacs_jobs_lists_failed_jobs_with_their_reasons(sqlite_db, capsys):
     assert out.strip().endswith("2 job(s)")
     assert main(["pacs", "jobs", "--db", sqlite_db, "--status", "done"]) == 0
     assert capsys.readouterr().out.strip().endswith("0 job(s)")
+
+
+def failed_jobs(q: JobQueue, n: int) -> list[int]:
+    """``n`` jobs failed for good (max_attempts 1), and one done job after them."""
+    add_jobs(q, n + 1)
+    ids = []
+    for _ in range(n):
+        job = q.claim()
+        assert not q.retry(job, "the PACS answered HTTP 503")  # max_attempts 1: failed at once
+        ids.append(job.id)
+    done = q.claim()
+    assert q.done(done, decision="NORMAL", probability=0.1, sr_uid="1.9.1", sc_uid="1.9.2")
+    return [*ids, done.id]
+
+
+def test_pacs_jobs_retry_requeues_failed_jobs_by_id_and_a_worker_takes_them_again(db_url, capsys):
+    q = queue(db_url, max_attempts=1)
+    first, second, done = failed_jobs(q, 2)
+    assert main(["pacs", "jobs", "retry", str(first), "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert f"re-queued job {first}  model {MODEL[:12]}  after 1 attempt(s)" in out
+    assert "was: gave up after 1 attempts: the PACS answered HTTP 503" in out
+    assert out.strip().endswith("1 job(s) re-queued")
+    r = row(q, first)
+    assert (r["status"], r["attempts"], r["locked_by"]) == ("pending", 0, None)
+    assert (
+        r["reason"]
+        == "re-queued by hand; it had failed: gave up after 1 attempts: the PACS answered HTTP 503"
+    )
+    assert row(q, second)["status"] == "failed"  # only the one named
+
+    again = q.claim()  # due at once, with a whole set of attempts again
+    assert again.id == first and again.attempts == 1 and q.claim() is None
+    assert q.done(again, decision="PNEUMONIA", probability=0.9, sr_uid="1.9.3", sc_uid="1.9.4")
+    assert row(q, first)["status"] == "done" and row(q, done)["status"] == "done"
+
+
+def test_pacs_jobs_retry_failed_requeues_every_failed_job(sqlite_db, capsys):
+    q = queue(sqlite_db, max_attempts=1)
+    first, second, done = failed_jobs(q, 2)
+    # --db before the action is kept too
+    assert main(["pacs", "jobs", "--db", sqlite_db, "retry", "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert f"re-queued job {first} " in out and f"re-queued job {second} " in out
+    assert f"re-queued job {done} " not in out and out.strip().endswith("2 job(s) re-queued")
+    assert [r["status"] for r in q.rows()] == ["pending", "pending", "done"]
+    assert main(["pacs", "jobs", "retry", "--failed", "--db", sqlite_db]) == 0  # none left: fine
+    assert capsys.readouterr().out.strip() == "0 job(s) re-queued"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["999"], "job 999 does not exist (`pneumocxr pacs jobs` lists them)"),
+        (
+            ["{first}", "999"],
+            "job 999 does not exist (`pneumocxr pacs jobs` lists them)",
+        ),  # all or nothing: {first} stays failed
+        (["{done}"], "job {done} is done, not failed: only failed jobs can be retried"),
+        ([], "pacs jobs retry: give job ids (JOB_ID ...) or --failed, not both and not neither"),
+        (
+            ["{first}", "--failed"],
+            "pacs jobs retry: give job ids (JOB_ID ...) or --failed, not both and not neither",
+        ),
+    ],
+)
+def test_pacs_jobs_retry_names_an_unknown_or_unfailed_job_in_one_line_and_changes_nothing(
+    sqlite_db, capsys, args, message
+):
+    q = queue(sqlite_db, max_attempts=1)
+    first, _, done = failed_jobs(q, 2)
+    before = q.rows()
+    ids = {"first": first, "done": done}
+    assert main(["pacs", "jobs", "retry", "--db", sqlite_db, *(a.format(**ids) for a in args)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"pneumocxr: error: {message.format(**ids)}"  # one line, no traceback
+    assert "re-queued" not in captured.out
+    assert q.rows() == before

@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch.add_argument(
         "--lease",
         type=float,
-        help="seconds after which a running job is presumed orphaned (its worker died) and is claimed "
-        "again; longer than the slowest job (default 300)",
+        help="seconds after which a running job whose worker stopped renewing its lease (died, hung) is "
+        "claimed again; a live worker renews it every third of this (default 300)",
     )
     watch.add_argument(
         "--max-attempts",
@@ -46,10 +46,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch.set_defaults(handler=run_watch)
     _register_listen(actions)
     _register_export(actions)
-    jobs = actions.add_parser("jobs", help="list the jobs (failed and skipped ones with their reasons)")
+    jobs = actions.add_parser(
+        "jobs",
+        help="list the jobs (failed and skipped ones with their reasons); `jobs retry` re-queues failed ones",
+    )
     jobs.add_argument("--db", help="jobs database (default output/serve/audit.db)")
     jobs.add_argument("--status", choices=("pending", "running", "done", "skipped", "failed"))
     jobs.set_defaults(handler=run_jobs)
+    jobs_actions = jobs.add_subparsers(dest="jobs_command", metavar="ACTION")
+    retry = jobs_actions.add_parser(
+        "retry",
+        help="put failed jobs back in the queue (attempts reset), e.g. after the PACS was fixed",
+        description="Failed jobs (given by id, or all with --failed) become pending again with their "
+        "attempts reset: the next worker with the job's model picks them up. Only failed jobs can be "
+        "re-queued; nothing is changed when one of the ids is unknown or not failed.",
+    )
+    retry.add_argument(
+        "job_ids", nargs="*", type=int, metavar="JOB_ID", help="ids from `pneumocxr pacs jobs`"
+    )
+    retry.add_argument("--failed", action="store_true", help="every failed job")
+    # SUPPRESS: `pacs jobs --db X retry …` keeps X (a subparser's default would overwrite it)
+    retry.add_argument(
+        "--db", default=argparse.SUPPRESS, help="jobs database (default output/serve/audit.db)"
+    )
+    retry.set_defaults(handler=run_jobs_retry)
 
 
 # Libraries whose INFO messages quote Study / SOP Instance UIDs in clear ("search for instances of
@@ -125,6 +145,30 @@ def run_jobs(args: argparse.Namespace) -> int:
         model = r["model_sha256"][:12]
         print(f"{r['id']:>6}  {r['status']:<8} attempts {r['attempts']}  model {model}{result}{reason}")
     print(f"{len(rows)} job(s)")
+    return 0
+
+
+def run_jobs_retry(args: argparse.Namespace) -> int:
+    from pneumocxr.errors import ConfigError
+    from pneumocxr.pacs.jobs import JobQueue
+    from pneumocxr.store import open_store
+
+    if bool(args.job_ids) == args.failed:
+        raise ConfigError("pacs jobs retry: give job ids (JOB_ID ...) or --failed, not both and not neither")
+    queue = JobQueue(open_store(getattr(args, "db", None)), "", "cli")
+    rows = queue.requeue(None if args.failed else args.job_ids)
+    for r in rows:
+        was = f"; was: {r['reason']}" if r["reason"] else ""
+        print(
+            f"re-queued job {r['id']}  model {r['model_sha256'][:12]}  after {r['attempts']} attempt(s){was}"
+        )
+        if r["source"] == "cstore":
+            print(
+                f"  note: job {r['id']} came by C-STORE and its film left the spool when it failed: have "
+                "the PACS send it again now (a job claimed before the film is back is skipped as no "
+                "longer in the spool)"
+            )
+    print(f"{len(rows)} job(s) re-queued")
     return 0
 
 

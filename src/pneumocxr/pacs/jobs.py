@@ -6,7 +6,10 @@
   threads on one SQLite file) exactly one gets each job — no row locks held, no ``SKIP LOCKED``
   needed, the same code on both databases.
 - **Leases**: a claimed job carries ``locked_at``; a worker killed mid-job leaves it ``running``, and
-  once the lease has expired any worker may claim it again. Re-doing it is safe: its outputs have
+  once the lease has expired any worker may claim it again. While a job is processed its worker
+  renews the lease (``LeaseHeartbeat``: every third of the lease, for at most ``max_hold_s``), so a
+  job slower than the lease is not taken over while its worker is alive; a worker that finds its
+  claim gone (``renew`` False) sends nothing for the job. Re-doing it is safe: its outputs have
   deterministic UIDs, so the PACS keeps one SR and one SC whatever happens. A job whose lease
   expired on every one of its ``max_attempts`` (a film that kills or hangs the worker) is ``failed``,
   not handed to the next worker to kill it too.
@@ -16,6 +19,8 @@
   unaudited nor an audited job pending.
 - **Retries** for transient failures (PACS down or slow) with exponential backoff and a cap; after
   ``max_attempts`` the job is ``failed`` with its reason. An unreadable film fails at once.
+- **Re-queued by hand**: ``requeue`` puts failed jobs back (``pneumocxr pacs jobs retry``) with
+  their attempts reset.
 - **Times** are UTC: naive on SQLite (compared as text), aware on PostgreSQL (so ``timestamptz``
   columns hold the right instant whatever the server's ``TimeZone``).
 """
@@ -23,7 +28,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -31,6 +38,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pneumocxr.errors import ConfigError
 from pneumocxr.store import Store
 from pneumocxr.store.audit import AuditEntry, audit_record
 from pneumocxr.store.schema import PacsJob, PacsState
@@ -64,15 +72,36 @@ class QueuePolicy:
     max_attempts: int = 5  # claims (transient failures, expired leases) before a job is failed for good
     backoff_s: float = 2.0  # first retry delay; doubles per attempt
     backoff_cap_s: float = 300.0
+    heartbeat_s: float | None = None  # seconds between lease renewals while a job runs; None: lease_s / 3
+    max_hold_s: float = 3600.0  # renewals stop after this long: a job still running is presumed hung
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+
+
+Clock = Callable[[], datetime]  # an aware UTC datetime (tests pass a fake one)
 
 
 class JobQueue:
-    def __init__(self, store: Store, model_sha256: str, worker_id: str, policy: QueuePolicy = QueuePolicy()):
+    def __init__(
+        self,
+        store: Store,
+        model_sha256: str,
+        worker_id: str,
+        policy: QueuePolicy = QueuePolicy(),
+        *,
+        clock: Clock | None = None,
+    ):
         self.store, self.model_sha256, self.worker_id, self.policy = store, model_sha256, worker_id, policy
         self._aware = store.engine.dialect.name != "sqlite"
+        self._clock = clock
 
     def now(self) -> datetime:
-        return now(self._aware)
+        if self._clock is None:
+            return now(self._aware)
+        moment = self._clock().astimezone(timezone.utc)
+        return moment if self._aware else moment.replace(tzinfo=None)
 
     def enqueue(self, study: str, series: str | None, sop: str, source: str) -> bool:
         """Add a job for ``sop`` with this model; False when it already exists (any status)."""
@@ -142,6 +171,17 @@ class JobQueue:
                 return self._job(job_id)
         return None
 
+    def renew(self, job: Job) -> bool:
+        """Extend this worker's lease on ``job`` to a full lease from now; False when the claim is
+        gone (the lease expired and another worker — or this one, restarted — took the job over, or
+        it was finished): then the caller must write nothing for the job."""
+        moment = self.now()
+        with self.store.session() as session:
+            renewed = session.execute(
+                update(PacsJob).where(*self._claim_holds(job)).values(locked_at=moment, updated_at=moment)
+            ).rowcount
+        return renewed == 1
+
     def done(
         self,
         job: Job,
@@ -174,8 +214,8 @@ class JobQueue:
         """A transient failure: try again later (exponential backoff), or fail after max_attempts.
         True when the job will be tried again, False when it has now failed for good."""
         if job.attempts >= self.policy.max_attempts:
-            self.failed(job, f"gave up after {job.attempts} attempts: {reason}")
-            return False
+            # not failed by us (the claim was lost): the job's new owner decides, so not "finished"
+            return not self.failed(job, f"gave up after {job.attempts} attempts: {reason}")
         delay = self.backoff(job.attempts)
         logger.warning("job %d: %s; retry %d in %.1f s", job.id, reason, job.attempts + 1, delay)
         self._finish(job, "pending", reason=reason, next_attempt_at=self.now() + timedelta(seconds=delay))
@@ -204,6 +244,49 @@ class JobQueue:
                 for r in session.scalars(query)
             ]
 
+    def requeue(self, job_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Failed jobs back to ``pending``, due now, with their attempts reset (any model): those of
+        ``job_ids``, or every failed job when it is None. All or nothing: ConfigError naming the id
+        when one does not exist or is not failed. Returns the re-queued rows as they were."""
+        query = select(PacsJob).order_by(PacsJob.id)
+        if job_ids is None:
+            query = query.where(PacsJob.status == "failed")
+        else:
+            query = query.where(PacsJob.id.in_(list(job_ids)))
+        with self.store.session() as session:
+            rows = {
+                r.id: {c.name: getattr(r, c.name) for c in PacsJob.__table__.columns}
+                for r in session.scalars(query)
+            }
+            wanted = sorted(rows) if job_ids is None else list(dict.fromkeys(job_ids))
+            for job_id in wanted:
+                if job_id not in rows:
+                    raise ConfigError(f"job {job_id} does not exist (`pneumocxr pacs jobs` lists them)")
+                status = rows[job_id]["status"]
+                if status != "failed":
+                    raise ConfigError(
+                        f"job {job_id} is {status}, not failed: only failed jobs can be retried"
+                    )
+            moment = self.now()
+            for job_id in wanted:
+                was = rows[job_id]["reason"]
+                changed = session.execute(
+                    update(PacsJob)
+                    .where(PacsJob.id == job_id, PacsJob.status == "failed")  # nobody changed it since
+                    .values(
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=moment,
+                        locked_by=None,
+                        locked_at=None,
+                        reason=f"re-queued by hand; it had failed: {was}" if was else "re-queued by hand",
+                        updated_at=moment,
+                    )
+                ).rowcount
+                if changed != 1:  # raising rolls the whole re-queue back
+                    raise ConfigError(f"job {job_id} changed while it was being re-queued; try again")
+        return [rows[job_id] for job_id in wanted]
+
     def get_state(self, name: str, default: str | None = None) -> str | None:
         with self.store.session() as session:
             row = session.get(PacsState, name)
@@ -227,12 +310,7 @@ class JobQueue:
         with self.store.session() as session:
             finished = session.execute(
                 update(PacsJob)
-                .where(
-                    PacsJob.id == job.id,
-                    PacsJob.status == "running",
-                    PacsJob.locked_by == self.worker_id,
-                    PacsJob.attempts == job.attempts,
-                )
+                .where(*self._claim_holds(job))
                 .values(status=status, locked_by=None, locked_at=None, updated_at=self.now(), **values)
             ).rowcount
             if finished == 1 and audit is not None:
@@ -242,6 +320,15 @@ class JobQueue:
                 "job %d: lost its claim (lease expired, taken over); not marked %s", job.id, status
             )
         return finished == 1
+
+    def _claim_holds(self, job: Job) -> tuple:
+        """This claim (worker and attempt) still holds the job: the condition of every write for it."""
+        return (
+            PacsJob.id == job.id,
+            PacsJob.status == "running",
+            PacsJob.locked_by == self.worker_id,
+            PacsJob.attempts == job.attempts,
+        )
 
     def _fail_exhausted_leases(self, moment: datetime, expired: datetime) -> None:
         """Expired leases of jobs already claimed max_attempts times → failed (a poison film)."""
@@ -276,3 +363,82 @@ class JobQueue:
                 row.source,
                 row.attempts,
             )
+
+
+class LeaseHeartbeat:
+    """Renew ``job``'s lease from a background thread while the job is processed (a context manager).
+
+    Every ``policy.renew_every_s`` (a third of the lease by default) the lease is renewed, so a job
+    slower than its lease is not taken over while its worker is alive. When a renewal finds the claim
+    gone — the worker stalled past its lease and another worker took the job — ``lost`` is set and
+    renewing stops; ``holds()`` is the check before anything is written for the job. After
+    ``policy.max_hold_s`` renewing stops too: a job that long is presumed hung, and its lease is left
+    to expire so that another worker may take it (and ``max_attempts`` can fail a film that hangs
+    every worker)."""
+
+    def __init__(self, queue: JobQueue, job: Job):
+        self.queue, self.job = queue, job
+        self.renewals = 0
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
+        self._started = time.monotonic()
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def holds(self) -> bool:
+        """The check before the write-back: renew now (so the send that follows has a whole lease);
+        False, logged, when the claim is gone — then nothing may be written for the job."""
+        if self.lost:
+            return False
+        if self.queue.renew(self.job):
+            self.renewals += 1
+            return True
+        self._lose()
+        return False
+
+    def _lose(self) -> None:
+        self._lost.set()
+        logger.error(
+            "job %d: lease lost — taken over by another worker while this one processed it (attempt %d); "
+            "this worker sends no results for it",
+            self.job.id,
+            self.job.attempts,
+        )
+
+    def _finished_here(self) -> bool:
+        """The claim ended because this worker finished the job (not because it was taken over):
+        the same attempt, no longer running."""
+        with self.queue.store.session() as session:
+            row = session.get(PacsJob, self.job.id)
+            return row is not None and row.attempts == self.job.attempts and row.status != "running"
+
+    def _run(self) -> None:
+        policy = self.queue.policy
+        while not self._stop.wait(policy.renew_every_s):
+            if time.monotonic() - self._started > policy.max_hold_s:
+                logger.warning(
+                    "job %d: still running after %g s: its lease is no longer renewed (presumed hung)",
+                    self.job.id,
+                    policy.max_hold_s,
+                )
+                return
+            try:
+                if self.queue.renew(self.job):
+                    self.renewals += 1
+                    continue
+                if not self._finished_here():  # else the worker finished it just now: not a loss
+                    self._lose()
+                return
+            except Exception as exc:  # the database unreachable for a moment: try again next beat
+                logger.warning("job %d: lease renewal failed (%s)", self.job.id, type(exc).__name__)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -6,7 +6,10 @@ the worker's own output becomes a job (a no-op if it already is one). ``process_
 fetch the instance with the retriever of the job's source (WADO-RS for "dicomweb", the listener's
 spool folder for "cstore"), skip what is not a frontal chest radiograph (reason recorded), score
 it with the prediction core, write the SR and the SC (deterministic UIDs), send them (STOW-RS or
-C-STORE), mark the job done and audit it (one transaction). Transient PACS failures are retried with
+C-STORE), mark the job done and audit it (one transaction). While it works the job's lease is renewed
+(``LeaseHeartbeat``), and just before the write-back the worker checks that it still holds the job:
+one taken over by another worker (this one stalled past its lease) gets no results from this one,
+and its spool file is left to its new owner. Transient PACS failures are retried with
 backoff; a film that cannot be read fails with its reason; an unexpected error in one job is retried
 (and fails after ``max_attempts``) rather than crashing the worker into a restart loop on one film.
 ``run`` stops claiming while the PACS is unreachable (a circuit breaker), so an outage longer than
@@ -31,7 +34,7 @@ from pydicom.dataset import Dataset
 from pneumocxr.errors import ConfigError, OutOfScopeError, PneumoCXRError, UnsupportedImageError
 from pneumocxr.inference import PredictionResult
 from pneumocxr.pacs.dicomweb import DicomWebPacs, InstanceGone, InstanceRef, PacsUnavailable
-from pneumocxr.pacs.jobs import Job, JobQueue
+from pneumocxr.pacs.jobs import Job, JobQueue, LeaseHeartbeat
 from pneumocxr.pacs.orthanc import OrthancChanges
 from pneumocxr.pacs.sc import build_sc
 from pneumocxr.pacs.selection import is_own_output, skip_reason
@@ -155,44 +158,52 @@ class PacsWorker:
             return False
         started = time.perf_counter()
         retriever = self.retrievers[job.source]
-        finished = True
+        with LeaseHeartbeat(self.queue, job) as lease:
+            finished = self._process(job, retriever, lease, started)
+        if finished and not lease.lost:  # a job taken over keeps its film for its new owner
+            retriever.release(job)
+        return True
+
+    def _process(self, job: Job, retriever: Retriever, lease: LeaseHeartbeat, started: float) -> bool:
+        """Fetch, score, send; True when this worker ended the job for good (done, skipped, failed)."""
         try:
-            self.handle(job, retriever.fetch(job), started)
+            return self.handle(job, retriever.fetch(job), started, lease=lease)
         except PacsUnavailable as exc:
             self.pacs_down = True
-            finished = not self.queue.retry(job, str(exc))
+            return not self.queue.retry(job, str(exc))
         except InstanceGone as exc:
-            self.queue.skipped(job, str(exc))
+            return self.queue.skipped(job, str(exc))
         except UnsupportedImageError as exc:
-            self.queue.failed(job, exc.reason)
+            return self.queue.failed(job, exc.reason)
         except PneumoCXRError as exc:  # the PACS refused (HTTP 4xx) or the like: retrying will not help
-            self.queue.failed(job, str(exc))
+            return self.queue.failed(job, str(exc))
         except Exception as exc:  # a bug or an unforeseen library error: retried, then failed
             logger.error("job %d: unexpected %s", job.id, type(exc).__name__)
             logger.debug("job %d: traceback", job.id, exc_info=True)  # may quote header values
             reason = f"unexpected {type(exc).__name__} (the worker's debug log has the traceback)"
-            finished = not self.queue.retry(job, reason)
-        if finished:
-            retriever.release(job)
-        return True
+            return not self.queue.retry(job, reason)
 
-    def handle(self, job: Job, dataset: Dataset, started: float) -> None:
-        """Score ``dataset`` for ``job`` and send its results (whatever the job's source)."""
+    def handle(
+        self, job: Job, dataset: Dataset, started: float, *, lease: LeaseHeartbeat | None = None
+    ) -> bool:
+        """Score ``dataset`` for ``job`` and send its results (whatever the job's source); True when
+        the job ended for good here. ``lease``: checked just before the results are sent — when
+        another worker has taken the job over, nothing is sent and nothing is recorded."""
         reason = skip_reason(dataset, include_lateral=self.include_lateral)
         if reason is not None:
-            self.queue.skipped(job, reason)
             logger.info("job %d skipped: %s", job.id, reason)
-            return
+            return self.queue.skipped(job, reason)
         try:
             analysis = self.analyze(dataset)
         except OutOfScopeError as exc:
-            self.queue.skipped(job, f"{exc.code}: {exc.reason}")
-            return
+            return self.queue.skipped(job, f"{exc.code}: {exc.reason}")
         except UnsupportedImageError as exc:
-            self.queue.failed(job, exc.reason)
-            return
+            return self.queue.failed(job, exc.reason)
         sr = build_sr(dataset, analysis.result)
         sc = build_sc(dataset, analysis.result, analysis.film, analysis.heatmap)
+        if lease is not None and not lease.holds():
+            logger.warning("job %d: SR and SC not sent (the job's new owner sends them)", job.id)
+            return False
         self.send([sr, sc])  # PacsUnavailable propagates: the job is retried (same UIDs: no duplicate)
         result = analysis.result
         counted = self.queue.done(  # with its audit row, in one transaction, if the claim still holds
@@ -205,6 +216,7 @@ class PacsWorker:
         )
         if counted:
             logger.info("job %d: %s p=%.3f → SR + SC sent", job.id, result.label, result.positive_probability)
+        return counted
 
     def _audit_entry(self, job: Job, result: PredictionResult, latency_ms: float) -> AuditEntry | None:
         if self.audit is None:
