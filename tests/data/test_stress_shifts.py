@@ -89,6 +89,10 @@ def test_training_coverage_follows_the_augmentation_ranges():
     assert in_training_augmentation(SHIFTS["jpeg"], anatomy) is False
     assert in_training_augmentation(SHIFTS["zoom_in"], {**anatomy, "zoom": 0.0}) is False
     assert in_training_augmentation(SHIFTS["zoom_in"], None) is None
+    # cpu_accurate's noise/blur ranges (train.augment_overrides) cover those shifts; anatomy's do not
+    assert in_training_augmentation(SHIFTS["noise"], anatomy) is False
+    assert in_training_augmentation(SHIFTS["noise"], {**anatomy, "noise": 0.03}) is True
+    assert in_training_augmentation(SHIFTS["blur"], {**anatomy, "blur": 1.0}) is True
 
 
 def test_every_shift_documents_itself():
