@@ -23,18 +23,19 @@ from pneumocxr.training.augment import PRESETS
 from pneumocxr.training.datamodule import split_info, split_records
 from pneumocxr.training.stress_augmentation import recorded_augmentation
 from pneumocxr.workflows import evaluate_checkpoint
-from pneumocxr.workflows.stress import _render, run_stress, stress_sample
+from pneumocxr.workflows.ensemble_create import create_ensemble
+from pneumocxr.workflows.stress import _model_pixels, _shifted, run_stress, stress_sample
 from pneumocxr.workflows.validation import recorded_validation
 
 SHIFTS = ["jpeg", "zoom_in", "invert"]
 
 
-def stress_checkpoint(path, root, *, augment="anatomy", val_fraction=0.4):
-    """An untrained 32-px custom_cnn that records a validation split of ``root`` and its recipe."""
+def stress_checkpoint(path, root, *, augment="anatomy", val_fraction=0.4, image_size=32, seed=0):
+    """An untrained custom_cnn that records a validation split of ``root`` and its recipe."""
     data = DataConfig(root=str(root), val_fraction=val_fraction, split_seed=1)
     train, val = split_records(data)
-    torch.manual_seed(0)
-    kwargs = {"image_size": 32, "in_channels": 1}
+    torch.manual_seed(seed)
+    kwargs = {"image_size": image_size, "in_channels": 1}
     model = create_model("custom_cnn", **kwargs)
     return save_checkpoint(
         path, model, model_name="custom_cnn", model_kwargs=kwargs, preprocess=model.spec.preprocess,
@@ -103,7 +104,9 @@ def test_severity_zero_pixels_are_the_decode_record_bytes(setup):
     records = discover(root).in_split("train")[:5]
     pre = meta.preprocess
     images = [load_pixels(r, min_size=pre.image_size) for r in records]
-    rendered = _render(images, [0] * len(images), None, 0, 0, pre)
+    rendered = _model_pixels(
+        _shifted(images, [0] * len(images), None, 0, 0, pre.image_size), pre.image_size, pre.resize_mode
+    )
     expected = np.stack([decode_record(r, pre.image_size, pre.resize_mode) for r in records])
     assert np.array_equal(rendered, expected)
 
@@ -145,3 +148,19 @@ def test_the_figure_draws_one_row_of_panels_per_model(setup, tmp_path):
     assert len(fig.axes) == 6 and (tmp_path / "fig.png").is_file()
     with (tmp_path / "fig.csv").open(encoding="utf-8") as fh:
         assert len(list(csv.DictReader(fh))) == 2 * 3 * 4  # models × panels × (clean + 3 severities)
+
+
+def test_an_ensemble_of_members_with_different_input_sizes_is_stressed_on_one_shifted_film(setup, tmp_path):
+    """Each condition renders one shifted film per image, resized to each member's input; the clean
+    row is what evaluate gives the ensemble (it failed before: one pixel array cannot feed 32 and 40 px)."""
+    root, small = setup
+    large = stress_checkpoint(tmp_path / "large" / "best.pt", root, image_size=40, seed=1)
+    ensemble = create_ensemble(tmp_path / "ens.pt", [small, large], device="cpu").path
+    result = run_stress(ensemble, root, shifts=["gamma", "noise"], n_images=0, n_boot=20, device="cpu")
+    assert [(r["shift"], r["severity"]) for r in result.rows][:2] == [("none", 0), ("gamma", 1)]
+    val = recorded_validation(ensemble, root)
+    clean = evaluate_checkpoint(
+        ensemble, val, split=val.splits()[0], out_dir=tmp_path, n_boot=20, device="cpu"
+    )
+    for column, metric in (("auc", "roc_auc"), ("specificity", "specificity")):
+        assert result.clean[column] == pytest.approx(clean.metrics["checkpoint"].estimates[metric].value)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +247,19 @@ class EnsemblePredictor(PredictorBase):
                 "them all; use predict_file or predict_records, which decode per member"
             )
         return combine([m.predict_arrays(pixels) for m in self.members], self.threshold)
+
+    def predict_per_input(self, pixels: Mapping[tuple[int, str], np.ndarray]) -> EnsembleBatch:
+        """Predictions from one (N, S, S) uint8 array per member input (each key of ``self.groups``):
+        for callers that render the pixels themselves, e.g. the stress suite, whose shifted film must
+        be the same for every member before each member's own resize."""
+        missing = [f"{s}px {mode}" for s, mode in self.groups if (s, mode) not in pixels]
+        if missing:
+            raise DatasetError(f"no pixels given for the member input(s) {', '.join(missing)}")
+        parts: list[PredictionBatch | None] = [None] * len(self.members)
+        for key, indices in self.groups.items():
+            for i in indices:
+                parts[i] = self.members[i].predict_arrays(pixels[key])
+        return combine(parts, self.threshold)
 
     def predict_records(
         self, records: Sequence[ImageRecord], *, cache: PreprocessedCache | None = None

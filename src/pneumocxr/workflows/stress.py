@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from pneumocxr.config import Preprocess
 from pneumocxr.data.discovery import Dataset, discover
 from pneumocxr.data.records import ImageRecord
 from pneumocxr.data.sources import load_pixels
@@ -194,17 +193,26 @@ def _measure(
     n_boot: int,
     augmentation: Mapping[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    """The rows: every image decoded once, then per condition (clean first) rendered, scored, measured."""
+    """The rows: every image decoded once, then per condition (clean first) rendered, scored, measured.
+
+    An ensemble whose members take different input sizes gets ONE shifted film per image and
+    condition (rendered at the largest member input's grain), resized to each member's input."""
+    inputs = model_inputs(predictor)
+    reference = max(size for size, _ in inputs)
     logger.info("stress: decoding %d images once", len(records))
-    images = [load_pixels(r, min_size=predictor.preprocess.image_size) for r in records]
+    images = [load_pixels(r, min_size=reference) for r in records]
     keys = [_image_key(r, dataset) for r in records]
     y = np.array([r.label for r in records], dtype=np.int64)
     patients = [r.patient_id for r in records]
     conditions = [(None, 0)] + [(s, k) for s in shifts for k in s.severities]
     rows: list[dict[str, Any]] = []
     for index, (shift, severity) in enumerate(conditions, start=1):
-        pixels = _render(images, keys, shift, severity, seed, predictor.preprocess)
-        p = predictor.predict_arrays(pixels).calibrated_probability
+        shifted = _shifted(images, keys, shift, severity, seed, reference)
+        if len(inputs) == 1:
+            batch = predictor.predict_arrays(_model_pixels(shifted, *inputs[0]))
+        else:
+            batch = predictor.predict_per_input({key: _model_pixels(shifted, *key) for key in inputs})
+        p = batch.calibrated_probability
         ci = metrics_with_ci(
             y, p, patients, predictor.threshold, n_boot=n_boot, seed=seed, confidence=CONFIDENCE
         )
@@ -212,6 +220,14 @@ def _measure(
         rows.append({"model": model, **_row(shift, severity, y, p, ci, augmentation, clean)})
         logger.info("stress %d/%d: %s", index, len(conditions), _describe(rows[-1]))
     return rows
+
+
+def model_inputs(predictor: Any) -> list[tuple[int, str]]:
+    """(input size, resize mode) of each distinct member input: one for a single model."""
+    groups = getattr(predictor, "groups", None)
+    if groups:
+        return list(groups)
+    return [(predictor.preprocess.image_size, predictor.preprocess.resize_mode)]
 
 
 def _records(
@@ -236,25 +252,32 @@ def _image_key(record: ImageRecord, dataset: Dataset) -> int:
     return zlib.crc32(f"{name}[{record.member or ''}]".encode())
 
 
-def _render(
+def _shifted(
     images: Sequence[np.ndarray],
     keys: Sequence[int],
     shift: Shift | None,
     severity: int,
     seed: int,
-    preprocess: Preprocess,
-) -> np.ndarray:
-    """(N, S, S) uint8 model pixels of every image under ``shift`` at ``severity`` (None: clean)."""
-    size, mode = preprocess.image_size, preprocess.resize_mode
+    reference_size: int,
+) -> list[np.ndarray]:
+    """Every decoded float image under ``shift`` at ``severity`` (None: the images themselves), at
+    its own resolution; ``reference_size`` is the model input whose pixels the shift's grain means."""
+    if shift is None:
+        return list(images)
+    tag = zlib.crc32(shift.name.encode())
+    out = []
+    for image, key in zip(images, keys):
+        image_seed = int(np.random.SeedSequence([seed, tag, severity, key]).generate_state(1)[0])
+        out.append(apply_shift(image, shift, severity, seed=image_seed, reference_size=reference_size))
+    return out
+
+
+def _model_pixels(images: Sequence[np.ndarray], size: int, mode: str) -> np.ndarray:
+    """(N, S, S) uint8 model pixels: exactly data.cache.decode_record's last two steps, so the clean
+    condition gives evaluate's pixels."""
     out = np.empty((len(images), size, size), dtype=np.uint8)
-    tag = zlib.crc32(shift.name.encode()) if shift is not None else 0
-    for i, (image, key) in enumerate(zip(images, keys)):
-        if shift is not None:
-            image_seed = int(np.random.SeedSequence([seed, tag, severity, key]).generate_state(1)[0])
-            image = apply_shift(image, shift, severity, seed=image_seed, reference_size=size)
-        # exactly data.cache.decode_record's last two steps, so severity 0 gives evaluate's pixels
-        square = resize_square(image, size, mode=mode)
-        out[i] = np.clip(np.rint(square * 255.0), 0, 255).astype(np.uint8)
+    for i, image in enumerate(images):
+        out[i] = np.clip(np.rint(resize_square(image, size, mode=mode) * 255.0), 0, 255).astype(np.uint8)
     return out
 
 
