@@ -50,6 +50,13 @@ def test_shift_coverage_follows_the_suite_definition_then_the_name():
     assert shift_coverage("zoom_in", None, flag=True) == "yes"
     assert "unknown" in shift_coverage("zoom_in", None)
     assert augmentation_text("anatomy", RANGES).endswith("no flips")
+    # cpu_accurate's noise/blur ranges are said, and cover those shifts
+    textured = {**RANGES, "noise": 0.03, "blur": 1.0}
+    text = augmentation_text("fov", textured)
+    assert "Gaussian noise std up to 0.03, Gaussian blur sigma up to 1 px" in text
+    assert shift_coverage("noise", textured, ["noise"]) == "yes (Gaussian noise std up to 0.03)"
+    assert shift_coverage("blur", textured) == "yes (Gaussian blur sigma up to 1 px)"
+    assert shift_coverage("noise", RANGES) == "no (range 0)"
 
 
 def test_stress_rows_accept_several_spellings_and_refuse_nonsense():

@@ -35,6 +35,8 @@ _SHIFT_KEYWORDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("bright", "exposure"), "brightness"),
     (("contrast",), "contrast"),
     (("flip", "mirror"), "hflip"),
+    (("noise",), "noise"),
+    (("blur",), "blur"),
 )
 _RANGE_TEXT = {
     "rotation_deg": "rotation ±{v:g}°",
@@ -43,6 +45,8 @@ _RANGE_TEXT = {
     "shift": "shift ±{v:g} of the side",
     "brightness": "brightness ±{v:g}",
     "contrast": "contrast 1 ± {v:g}",
+    "noise": "Gaussian noise std up to {v:g}",
+    "blur": "Gaussian blur sigma up to {v:g} px",
 }
 
 
