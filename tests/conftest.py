@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data beside the project root (CI lays it there); PNEUMOCXR_SHARED_DATA overrides.
 SHARED_DATA = Path(os.environ.get("PNEUMOCXR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (the bench scripts are not a package), registered in
+    ``sys.modules`` because a dataclass looks its module up while being defined."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

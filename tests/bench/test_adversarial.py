@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.conftest import load_bench
 from torch import nn
 
 from pneumocxr.config import DataConfig, Preprocess
 from pneumocxr.models import create_model, save_checkpoint
 from pneumocxr.training.datamodule import split_info, split_records
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "adversarial.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_adversarial", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return load_bench("adversarial")
 
 
 @pytest.fixture(autouse=True, scope="module")

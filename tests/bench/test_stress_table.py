@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tests.conftest import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "stress_table.py"
 COLUMNS = [
     "shift",
     "severity",
@@ -24,10 +23,7 @@ COLUMNS = [
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_stress_table", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("stress_table")
 
 
 def write(folder: Path, rows: list[tuple], n: int = 200) -> Path:
