@@ -347,7 +347,7 @@ def members_rule(payloads: Sequence[dict[str, Any]]) -> str:
     for payload in payloads:
         operating = (payload.get("extra") or {}).get("operating_point") or {}
         used.add(operating.get("threshold_rule") if isinstance(operating, dict) else None)
-    (rule,) = used if len(used) == 1 else (None,)
+    rule = used.pop() if len(used) == 1 else None
     return rule if rule in THRESHOLD_RULES else "youden"
 
 
